@@ -1,0 +1,143 @@
+/**
+ * The errors tether decides on by itself. Everything else (a caller's own abort reason, a task's
+ * failure) is passed through unchanged.
+ *
+ * Each class has a literal `name` and a stable `code`; the `isX()` guards test the code, so they
+ * work across duplicated installs where `instanceof` does not. The HTTP fields (`statusCode`,
+ * `status`, `expose`, `headers`) are the ones Express's finalhandler and Fastify's error handler
+ * already understand, so an error that escapes a handler is answered sensibly by either framework.
+ */
+
+/** Fields shared by every tether error. */
+export interface TetherErrorOptions {
+  /** The underlying cause, as with the standard `Error` option. */
+  readonly cause?: unknown
+}
+
+/** Base class of every error tether raises. */
+export class TetherError extends Error {
+  /** Stable, machine-readable code. */
+  readonly code: string
+  /** HTTP status a framework should answer with if this error escapes a handler. */
+  readonly statusCode: number
+  /** Alias of `statusCode`, read by Express (http-errors convention). */
+  readonly status: number
+  /** The message is safe to show to a client. */
+  readonly expose = true
+
+  /**
+   * @param message - human-readable description
+   * @param code - stable code, e.g. `TETHER_DEADLINE_EXCEEDED`
+   * @param statusCode - HTTP status an adapter answers with
+   * @param options - standard error options (`cause`)
+   */
+  constructor(message: string, code: string, statusCode: number, options?: TetherErrorOptions) {
+    super(message, options)
+    this.code = code
+    this.statusCode = statusCode
+    this.status = statusCode
+  }
+}
+
+/** The scope's deadline passed before the work finished. */
+export class DeadlineExceededError extends TetherError {
+  override readonly name = 'DeadlineExceededError' as const
+  declare readonly code: 'TETHER_DEADLINE_EXCEEDED'
+
+  /**
+   * @param message - defaults to `deadline exceeded`
+   */
+  constructor(message = 'deadline exceeded', options?: TetherErrorOptions) {
+    super(message, 'TETHER_DEADLINE_EXCEEDED', 503, options)
+  }
+}
+
+/**
+ * The work is no longer wanted: the client went away, the response was finished, or someone
+ * called `cancel()` without a reason of their own.
+ */
+export class CanceledError extends TetherError {
+  override readonly name: 'CanceledError' | 'ShutdownError' = 'CanceledError'
+  declare readonly code: 'TETHER_CANCELED' | 'TETHER_SHUTDOWN'
+
+  /**
+   * @param message - defaults to `canceled`
+   */
+  constructor(message = 'canceled', options?: TetherErrorOptions) {
+    // 499 is the de facto "client closed request" status: nobody is usually there to read it.
+    super(message, 'TETHER_CANCELED', 499, options)
+  }
+}
+
+/** The server is shutting down and the grace period for in-flight work is over. */
+export class ShutdownError extends CanceledError {
+  override readonly name = 'ShutdownError' as const
+  declare readonly code: 'TETHER_SHUTDOWN'
+
+  /**
+   * @param message - defaults to `server is shutting down`
+   */
+  constructor(message = 'server is shutting down', options?: TetherErrorOptions) {
+    super(message, options)
+    const self = this as { code: string; statusCode: number; status: number }
+    self.code = 'TETHER_SHUTDOWN'
+    self.statusCode = self.status = 503
+  }
+}
+
+/** A pool's queue is full: the task was shed instead of queued. */
+export class PoolOverloadedError extends TetherError {
+  override readonly name = 'PoolOverloadedError' as const
+  declare readonly code: 'TETHER_POOL_OVERLOADED'
+  /** Response headers for a framework to send: `Retry-After`, in seconds. */
+  readonly headers: { readonly 'retry-after': string }
+
+  /**
+   * @param retryAfter - seconds a client should wait before retrying
+   */
+  constructor(retryAfter = 1, options?: TetherErrorOptions) {
+    super('pool overloaded: queue is full', 'TETHER_POOL_OVERLOADED', 503, options)
+    this.headers = { 'retry-after': String(retryAfter) }
+  }
+}
+
+function hasCode(error: unknown, code: string): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code
+}
+
+/** True for a {@link DeadlineExceededError}, from any copy of this package. */
+export function isDeadlineExceeded(error: unknown): error is DeadlineExceededError {
+  return hasCode(error, 'TETHER_DEADLINE_EXCEEDED')
+}
+
+/** True for a {@link CanceledError} or a {@link ShutdownError}, from any copy of this package. */
+export function isCanceled(error: unknown): error is CanceledError {
+  return hasCode(error, 'TETHER_CANCELED') || hasCode(error, 'TETHER_SHUTDOWN')
+}
+
+/** True for a {@link ShutdownError}, from any copy of this package. */
+export function isShutdown(error: unknown): error is ShutdownError {
+  return hasCode(error, 'TETHER_SHUTDOWN')
+}
+
+/** True for a {@link PoolOverloadedError}, from any copy of this package. */
+export function isPoolOverloaded(error: unknown): error is PoolOverloadedError {
+  return hasCode(error, 'TETHER_POOL_OVERLOADED')
+}
+
+/**
+ * Builds an error without capturing a stack trace. Abort reasons are made on hot paths (every
+ * timed-out or hung-up request) and their stack would only point into tether's own timers;
+ * capturing it costs microseconds and can retain request objects (fastify#7033).
+ *
+ * @internal
+ */
+export function withoutStack<T>(make: () => T): T {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return make()
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}

@@ -1,0 +1,17 @@
+export {
+  CanceledError,
+  DeadlineExceededError,
+  isCanceled,
+  isDeadlineExceeded,
+  isPoolOverloaded,
+  isShutdown,
+  PoolOverloadedError,
+  ShutdownError,
+  TetherError,
+  type TetherErrorOptions,
+} from './errors.js'
+export { all, allSettled, type Settled, type Task, TaskGroup, type TaskGroupOptions } from './group.js'
+export { type InflightRequest, inspect, type LingeringTask, type Snapshot } from './inspect.js'
+export { createPool, type Pool, type PoolOptions, type PoolRunOptions } from './pool.js'
+export { type Counters, LEAK_CHANNEL, type LeakReport, type Logger, onLeak } from './registry.js'
+export { createScope, currentScope, Scope, type ScopeOptions } from './scope.js'

@@ -1,0 +1,53 @@
+import { type Counters, counters, describeTask, inflight, type LeakReport, lingering } from './registry.js'
+
+/** A request in progress, as listed by {@link inspect}. */
+export interface InflightRequest {
+  readonly method: string
+  /** The route pattern (`/users/:id`), or `null` when the framework has not matched one yet. */
+  readonly route: string | null
+  /** Milliseconds since the request started. */
+  readonly ageMs: number
+  /** Milliseconds before its deadline, or `null` without one. */
+  readonly remainingMs: number | null
+}
+
+/** A task pending past the end of its request, as listed by {@link inspect}. */
+export interface LingeringTask extends LeakReport {
+  /** Reported as leaked: still pending `leakAfter` ms after its request ended. */
+  readonly leaked: boolean
+}
+
+/** What {@link inspect} returns: plain data, safe to `JSON.stringify`. */
+export interface Snapshot {
+  readonly inflight: InflightRequest[]
+  readonly lingering: LingeringTask[]
+  readonly counters: Counters
+}
+
+/**
+ * A snapshot of the process's request work, in the spirit of pprof's goroutine dump: the
+ * requests in flight, the tasks that outlived their request, and cumulative counters.
+ *
+ * @returns a JSON-serialisable snapshot
+ *
+ * @example
+ * ```ts
+ * process.on('SIGUSR2', () => console.log(JSON.stringify(inspect(), null, 2)))
+ * ```
+ */
+export function inspect(): Snapshot {
+  const now = Date.now()
+  const requests: InflightRequest[] = []
+  for (const request of inflight) {
+    const remaining = request.remaining()
+    requests.push({
+      method: request.method,
+      route: request.route() ?? null,
+      ageMs: now - request.startedAt,
+      remainingMs: Number.isFinite(remaining) ? Math.round(remaining) : null,
+    })
+  }
+  const tasks: LingeringTask[] = []
+  for (const task of lingering) tasks.push({ ...describeTask(task, now), leaked: task.leaked })
+  return { inflight: requests, lingering: tasks, counters: { ...counters } }
+}

@@ -1,0 +1,249 @@
+import { PoolOverloadedError, withoutStack } from './errors.js'
+import { isThenable, type Task } from './group.js'
+import { counters } from './registry.js'
+import { currentScope, kTrack, type Scope, scopeForSignal, untrack } from './scope.js'
+import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
+
+/** Options of {@link createPool}. */
+export interface PoolOptions {
+  /** The most tasks running at once: an integer ≥ 1, or `Infinity`. Required. */
+  readonly concurrency: number
+  /**
+   * The most tasks waiting for a slot. Beyond it, `run()` rejects with `PoolOverloadedError`
+   * at once instead of queueing (load shedding).
+   * @default Infinity
+   */
+  readonly maxQueue?: number
+  /**
+   * Seconds a shed client should wait, sent as `Retry-After` by the adapters.
+   * @default 1
+   */
+  readonly retryAfter?: number
+}
+
+/** Options of {@link Pool.run}. */
+export interface PoolRunOptions {
+  /**
+   * The caller's signal, handed to the task. If it aborts while the task is queued, the task
+   * leaves the queue at once, never starts, and `run()` rejects with the signal's reason.
+   * @default the signal of {@link currentScope}, if there is one
+   */
+  readonly signal?: AbortSignal
+}
+
+/** A bounded worker pool: at most `concurrency` tasks at once, the rest queued FIFO. */
+export interface Pool {
+  /**
+   * Runs `task` when a slot is free, in the async context of the caller (AsyncLocalStorage
+   * values seen by the caller are seen by the task).
+   *
+   * @returns the task's result
+   * @throws (rejects) `PoolOverloadedError` when the queue is full; the caller's abort reason
+   *   when its signal aborts while the task is queued
+   */
+  run<T>(task: Task<T>, options?: PoolRunOptions): Promise<T>
+  /** Tasks running now. */
+  readonly active: number
+  /** Tasks waiting for a slot. */
+  readonly queued: number
+  /** The most tasks running at once. */
+  readonly concurrency: number
+  /** The most tasks waiting for a slot. */
+  readonly maxQueue: number
+}
+
+// Handed to tasks whose caller has no signal and no scope: it never aborts.
+const neverAborted = new AbortController().signal
+
+/**
+ * A caller waiting for a slot. It is its own abort listener (`handleEvent`), so queueing
+ * allocates no closure for that, and it sits in an intrusive list, so leaving the queue from the
+ * middle on abort is O(1).
+ */
+class Waiting<T> {
+  prev: Waiting<unknown> | undefined = undefined
+  next: Waiting<unknown> | undefined = undefined
+  start: (() => void) | undefined = undefined
+
+  constructor(
+    readonly pool: WorkerPool,
+    readonly task: Task<T>,
+    readonly signal: AbortSignal,
+    readonly tracker: Scope | undefined,
+    readonly resolve: (value: T | PromiseLike<T>) => void,
+    readonly reject: (reason: unknown) => void,
+  ) {}
+
+  handleEvent(): void {
+    this.pool.drop(this as Waiting<unknown>)
+  }
+}
+
+// p-limit fits everything here but one rule: a queued task whose caller has aborted must leave
+// the queue at once and never start. p-limit's queue cannot remove an entry from the middle
+// (p-queue's issues #219/#241 are the same problem), so the pool keeps its own small queue.
+class WorkerPool implements Pool {
+  readonly concurrency: number
+  readonly maxQueue: number
+  readonly #retryAfter: number
+  #active = 0
+  #queued = 0
+  #head: Waiting<unknown> | undefined = undefined
+  #tail: Waiting<unknown> | undefined = undefined
+
+  constructor(concurrency: number, maxQueue: number, retryAfter: number) {
+    this.concurrency = concurrency
+    this.maxQueue = maxQueue
+    this.#retryAfter = retryAfter
+  }
+
+  get active(): number {
+    return this.#active
+  }
+
+  get queued(): number {
+    return this.#queued
+  }
+
+  run<T>(task: Task<T>, options?: PoolRunOptions): Promise<T> {
+    if (typeof task !== 'function') throw new TypeError(`a task must be a function, received ${received(task)}`)
+    checkOptionsObject('pool.run()', options)
+    let signal: AbortSignal
+    let tracker: Scope | undefined
+    if (options?.signal !== undefined) {
+      signal = checkSignal('signal', options.signal)
+      tracker = scopeForSignal(signal)
+    } else {
+      tracker = currentScope()
+      signal = tracker === undefined ? neverAborted : tracker.signal
+    }
+    if (signal.aborted) return Promise.reject(signal.reason)
+    if (this.#active < this.concurrency) {
+      this.#active++
+      return this.#begin(task, signal, tracker)
+    }
+    if (this.#queued >= this.maxQueue) {
+      counters.shed++
+      const retryAfter = this.#retryAfter
+      return Promise.reject(withoutStack(() => new PoolOverloadedError(retryAfter)))
+    }
+    return new Promise<T>((resolve, reject) => {
+      const waiting = new Waiting(this, task, signal, tracker, resolve, reject)
+      // The start continuation is attached here, in the caller's async context, so the task runs
+      // in that context even though a slot is freed by some other task's completion.
+      new Promise<void>((release) => {
+        waiting.start = release
+      }).then(() => this.#beginQueued(waiting))
+      this.#enqueue(waiting as Waiting<unknown>)
+      signal.addEventListener('abort', waiting, { once: true })
+    })
+  }
+
+  /** Removes an aborted caller from the queue and rejects it with its signal's reason. @internal */
+  drop(waiting: Waiting<unknown>): void {
+    if (waiting.start === undefined) return // already dequeued
+    waiting.start = undefined
+    this.#unlink(waiting)
+    waiting.reject(waiting.signal.reason)
+  }
+
+  #beginQueued<T>(waiting: Waiting<T>): void {
+    // The caller may have aborted between leaving the queue and this microtask.
+    if (waiting.signal.aborted) {
+      this.#release()
+      waiting.reject(waiting.signal.reason)
+      return
+    }
+    waiting.resolve(this.#begin(waiting.task, waiting.signal, waiting.tracker))
+  }
+
+  /** Runs a task in a slot already counted in `#active`. */
+  #begin<T>(task: Task<T>, signal: AbortSignal, tracker: Scope | undefined): Promise<T> {
+    let result: T | PromiseLike<T>
+    try {
+      result = task(signal)
+    } catch (error) {
+      this.#release()
+      return Promise.reject(error)
+    }
+    if (isThenable(result)) {
+      const tracked = tracker?.[kTrack]('pool')
+      // A derived promise is returned, not the task's own, so that an unhandled rejection still
+      // surfaces on the caller's side rather than being absorbed by the pool's bookkeeping.
+      return Promise.resolve(result).then(
+        (value) => {
+          if (tracked !== undefined) untrack(tracked)
+          this.#release()
+          return value
+        },
+        (error: unknown) => {
+          if (tracked !== undefined) untrack(tracked)
+          this.#release()
+          throw error
+        },
+      )
+    }
+    this.#release()
+    return Promise.resolve(result)
+  }
+
+  #release(): void {
+    this.#active--
+    while (this.#active < this.concurrency && this.#head !== undefined) {
+      const waiting = this.#head
+      const start = waiting.start as () => void
+      waiting.start = undefined
+      this.#unlink(waiting)
+      waiting.signal.removeEventListener('abort', waiting)
+      this.#active++
+      start()
+    }
+  }
+
+  #enqueue(waiting: Waiting<unknown>): void {
+    const tail = this.#tail
+    if (tail === undefined) this.#head = waiting
+    else {
+      tail.next = waiting
+      waiting.prev = tail
+    }
+    this.#tail = waiting
+    this.#queued++
+  }
+
+  #unlink(waiting: Waiting<unknown>): void {
+    const { prev, next } = waiting
+    if (prev === undefined) this.#head = next
+    else prev.next = next
+    if (next === undefined) this.#tail = prev
+    else next.prev = prev
+    waiting.prev = waiting.next = undefined
+    this.#queued--
+  }
+}
+
+/**
+ * A bounded worker pool that stops serving callers who have left: a queued task whose caller's
+ * signal aborts is rejected at once with the signal's reason, leaves the queue and never starts;
+ * a full queue sheds new tasks with `PoolOverloadedError` (HTTP 503 with `Retry-After` in both
+ * adapters). Tasks run in the async context of their caller and receive its signal.
+ *
+ * @param options - `concurrency` (required), `maxQueue`, `retryAfter`
+ * @throws TypeError/RangeError naming the option, for a missing or invalid `concurrency` or
+ *   other invalid options
+ *
+ * @example
+ * ```ts
+ * const db = createPool({ concurrency: 8, maxQueue: 100 })
+ * app.get('/report', async (req, res) => {
+ *   res.json(await db.run((signal) => runReport(req.query, { signal })))
+ * })
+ * ```
+ */
+export function createPool(options: PoolOptions): Pool {
+  checkOptionsObject('createPool()', options)
+  const concurrency = checkCount('concurrency', options?.concurrency)
+  const maxQueue = options.maxQueue === undefined ? Number.POSITIVE_INFINITY : checkCount('maxQueue', options.maxQueue, { min: 0 })
+  const retryAfter = options.retryAfter === undefined ? 1 : checkCount('retryAfter', options.retryAfter, { min: 0, allowInfinity: false })
+  return new WorkerPool(concurrency, maxQueue, retryAfter)
+}

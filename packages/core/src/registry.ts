@@ -1,0 +1,253 @@
+import diagnostics from 'node:diagnostics_channel'
+
+/**
+ * Process-wide bookkeeping: cumulative counters, the requests in flight, and the tasks that
+ * outlived their scope. Everything here is touched only on state changes (a request starts or
+ * ends, a task lingers or settles late), never per await.
+ */
+
+/** Cumulative counts since the process started. */
+export interface Counters {
+  /** Requests that went through a tether adapter. */
+  requests: number
+  /** Requests whose deadline passed before they finished. */
+  deadlineExceeded: number
+  /** Requests whose client hung up before the response was finished. */
+  clientClosed: number
+  /** Writes, sends and throws swallowed after a response was answered or cut by tether. */
+  lateWrites: number
+  /** Tasks still pending when their scope ended. */
+  lingering: number
+  /** Lingering tasks still pending `leakAfter` ms after their scope ended. */
+  leaked: number
+  /** Pool tasks refused because the queue was full. */
+  shed: number
+  /** Incoming deadline headers that were malformed and ignored. */
+  ignoredDeadlineHeaders: number
+  /** Requests refused with 503 because their server was shutting down. */
+  refusedDuringShutdown: number
+  /** In-flight requests aborted because the shutdown grace period ran out. */
+  abortedByShutdown: number
+}
+
+/** Where a leak report goes: anything with a pino- or console-style `warn`. */
+export interface Logger {
+  warn(object: object, message?: string): void
+}
+
+/** How tasks of a scope are watched once they outlive it. */
+export interface TrackingPolicy {
+  /** Milliseconds after its scope ended that a still-pending task is reported as leaked. */
+  readonly leakAfter: number
+  /** Capture where each task was started (costs a stack trace per task). */
+  readonly captureStacks: boolean
+}
+
+/** What the registry needs to know about a request, provided by the request binding. */
+export interface RequestInfo {
+  readonly method: string
+  readonly startedAt: number
+  readonly policy: TrackingPolicy
+  /** The route pattern, when the framework knows it. */
+  route(): string | undefined
+  /** Milliseconds left before the request's deadline (`Infinity` without one). */
+  remaining(): number
+  /** The logger leak reports of this request's tasks go to. */
+  logger(): Logger | undefined
+}
+
+/** How a tracked task was started. */
+export type TaskKind = 'group' | 'pool' | 'track'
+
+/**
+ * One unit of work registered with a scope. While its scope lives it sits in the scope's list;
+ * once the scope has ended and the task is still pending it is *lingering*.
+ *
+ * @internal
+ */
+export class TrackedTask {
+  /** Neighbours in the owning scope's list (intrusive, so linking allocates nothing). */
+  prev: TrackedTask | undefined = undefined
+  next: TrackedTask | undefined = undefined
+  /** The scope whose list holds this task, while it holds it. */
+  owner: object | undefined = undefined
+  /** When the scope ended with this task pending; 0 until then. */
+  endedAt = 0
+  request: RequestInfo | undefined = undefined
+  policy: TrackingPolicy = defaultPolicy
+  leaked = false
+
+  constructor(
+    readonly kind: TaskKind,
+    readonly startedAt: number,
+    readonly stack: string | undefined,
+  ) {}
+}
+
+/** Tracking policy for scopes that do not belong to a request. */
+export const defaultPolicy: TrackingPolicy = Object.freeze({ leakAfter: 10_000, captureStacks: false })
+
+const kState = Symbol.for('tether.registry')
+
+interface RegistryState {
+  readonly counters: Counters
+  readonly inflight: Set<RequestInfo>
+  readonly lingering: Set<TrackedTask>
+  readonly settledObservers: Set<(pastEndMs: number) => void>
+  sweepTimer: NodeJS.Timeout | undefined
+  sweepAt: number
+}
+
+// Kept on globalThis so that two copies of this package (a duplicated install) still agree on what
+// is in flight and what is lingering: a test's assertNoLingering must see every request.
+const state: RegistryState = ((globalThis as Record<symbol, unknown>)[kState] as RegistryState | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[kState] = {
+    counters: {
+      requests: 0,
+      deadlineExceeded: 0,
+      clientClosed: 0,
+      lateWrites: 0,
+      lingering: 0,
+      leaked: 0,
+      shed: 0,
+      ignoredDeadlineHeaders: 0,
+      refusedDuringShutdown: 0,
+      abortedByShutdown: 0,
+    },
+    inflight: new Set(),
+    lingering: new Set(),
+    settledObservers: new Set(),
+    sweepTimer: undefined,
+    sweepAt: 0,
+  } satisfies RegistryState)
+
+/** The live counters (mutable: the request binding and the pool increment them). @internal */
+export const counters: Counters = state.counters
+/** Requests in flight. @internal */
+export const inflight: Set<RequestInfo> = state.inflight
+/** Tasks pending past the end of their scope. @internal */
+export const lingering: Set<TrackedTask> = state.lingering
+
+/** The diagnostics channel leak reports are published on. */
+export const LEAK_CHANNEL = 'tether:leak'
+const leakChannel = diagnostics.channel(LEAK_CHANNEL)
+
+/** A task that outlived its request by `leakAfter` ms, as published on {@link LEAK_CHANNEL}. */
+export interface LeakReport {
+  readonly kind: TaskKind
+  readonly method: string | null
+  readonly route: string | null
+  /** Milliseconds since the task started. */
+  readonly ageMs: number
+  /** Milliseconds since its request (or scope) ended. */
+  readonly pastEndMs: number
+  /** Where the task was started, when stack capture is on. */
+  readonly startedAt: string | null
+}
+
+/** Describes a lingering task for a snapshot or a report. @internal */
+export function describeTask(task: TrackedTask, now: number): LeakReport {
+  return {
+    kind: task.kind,
+    method: task.request?.method ?? null,
+    route: task.request?.route() ?? null,
+    ageMs: now - task.startedAt,
+    pastEndMs: now - task.endedAt,
+    startedAt: task.stack ?? null,
+  }
+}
+
+/**
+ * Marks a task as lingering: its scope ended at `now` while it was still pending.
+ *
+ * @internal
+ */
+export function linger(task: TrackedTask, request: RequestInfo | undefined, policy: TrackingPolicy, now: number): void {
+  task.endedAt = now
+  task.request = request
+  task.policy = policy
+  state.lingering.add(task)
+  state.counters.lingering++
+  scheduleSweep(now + policy.leakAfter)
+}
+
+/**
+ * A lingering task settled: it leaves the list (the counters keep the history).
+ *
+ * @internal
+ */
+export function settleLingering(task: TrackedTask): void {
+  if (!state.lingering.delete(task)) return
+  if (state.settledObservers.size > 0) {
+    const pastEndMs = Date.now() - task.endedAt
+    for (const observe of state.settledObservers) observe(pastEndMs)
+  }
+}
+
+/**
+ * Calls `observe` with how long each lingering task ran past its scope's end, when it settles.
+ * Returns the function that stops observing.
+ *
+ * @internal
+ */
+export function observeLingeringSettled(observe: (pastEndMs: number) => void): () => void {
+  state.settledObservers.add(observe)
+  return () => state.settledObservers.delete(observe)
+}
+
+// Leak detection uses one shared, unref'd timer for all lingering tasks, armed for the earliest
+// report due, instead of a timer per task.
+const MIN_SWEEP_INTERVAL = 50
+
+function scheduleSweep(at: number): void {
+  if (state.sweepTimer !== undefined && state.sweepAt <= at) return
+  if (state.sweepTimer !== undefined) clearTimeout(state.sweepTimer)
+  state.sweepAt = at
+  state.sweepTimer = setTimeout(sweep, Math.max(at - Date.now(), MIN_SWEEP_INTERVAL))
+  state.sweepTimer.unref()
+}
+
+function sweep(): void {
+  state.sweepTimer = undefined
+  const now = Date.now()
+  let next = Number.POSITIVE_INFINITY
+  for (const task of state.lingering) {
+    if (task.leaked) continue
+    const due = task.endedAt + task.policy.leakAfter
+    if (due <= now) reportLeak(task, now)
+    else if (due < next) next = due
+  }
+  if (next !== Number.POSITIVE_INFINITY) scheduleSweep(next)
+}
+
+function reportLeak(task: TrackedTask, now: number): void {
+  task.leaked = true
+  state.counters.leaked++
+  const report = describeTask(task, now)
+  if (leakChannel.hasSubscribers) leakChannel.publish(report)
+  const logger = task.request?.logger()
+  if (logger !== undefined) {
+    try {
+      logger.warn({ tether: report }, `tether: ${report.kind} task of ${report.method ?? ''} ${report.route ?? '(no route)'} still pending ${report.pastEndMs} ms after its request ended`)
+    } catch {
+      // A broken logger must not take the process down from inside a timer.
+    }
+  }
+}
+
+/**
+ * Subscribes to leak reports (tasks still pending `leakAfter` ms after their request ended).
+ * Each leaked task is reported once. Returns the function that unsubscribes.
+ *
+ * @example
+ * ```ts
+ * const stop = onLeak((report) => metrics.leaks.inc({ route: report.route ?? 'none' }))
+ * ```
+ */
+export function onLeak(listener: (report: LeakReport) => void): () => void {
+  const handler = (message: unknown) => listener(message as LeakReport)
+  diagnostics.subscribe(LEAK_CHANNEL, handler)
+  return () => {
+    diagnostics.unsubscribe(LEAK_CHANNEL, handler)
+  }
+}

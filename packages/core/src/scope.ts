@@ -1,0 +1,539 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { CanceledError, DeadlineExceededError, withoutStack } from './errors.js'
+import {
+  defaultPolicy,
+  linger,
+  type RequestInfo,
+  settleLingering,
+  type TaskKind,
+  TrackedTask,
+  type TrackingPolicy,
+} from './registry.js'
+import { checkDuration, checkOptionsObject, checkSignal, checkTimestamp } from './validate.js'
+
+/** Options of {@link createScope} and {@link Scope.child}. All optional. */
+export interface ScopeOptions {
+  /**
+   * Milliseconds from now until the deadline. A finite number ≥ 0.
+   * @default undefined (no deadline of its own)
+   */
+  readonly timeout?: number
+  /**
+   * Absolute deadline, epoch milliseconds. With `timeout` too, the earlier one wins.
+   * @default undefined
+   */
+  readonly deadline?: number
+  /**
+   * A parent signal: when it aborts, the scope aborts with the same reason. A signal that is
+   * already aborted aborts the scope at once.
+   * @default undefined
+   */
+  readonly signal?: AbortSignal
+}
+
+// One storage for the whole process, holding the scope only (never req/res), entered with run().
+const storage = new AsyncLocalStorage<Scope>()
+
+// Scopes by the signal they handed out, so that a scope's own signal passed back to us as a
+// `signal` option is followed through a direct parent→child link rather than an abort listener.
+const scopeOfSignal = new WeakMap<AbortSignal, Scope>()
+
+// setTimeout cannot wait longer than this; farther deadlines are reached in hops.
+const MAX_TIMER_DELAY = 2 ** 31 - 1
+
+/**
+ * An abort reason made only when someone looks at it. Requests end by the million with a
+ * `CanceledError` nobody reads; building each one would cost more than the rest of the request.
+ */
+class LazyReason {
+  #value: unknown
+  #made = false
+  constructor(
+    readonly make: () => unknown,
+    readonly isDeadline = false,
+  ) {}
+  get value(): unknown {
+    if (!this.#made) {
+      this.#value = withoutStack(this.make)
+      this.#made = true
+    }
+    return this.#value
+  }
+}
+
+const makeCanceled = () => new CanceledError()
+const makeDeadlineExceeded = () => new DeadlineExceededError()
+
+/**
+ * Reads a reason that may still be lazy.
+ *
+ * @internal
+ */
+export function reasonValue(reason: unknown): unknown {
+  return reason instanceof LazyReason ? reason.value : reason
+}
+
+/**
+ * Whether an abort reason is a passed deadline, without building it.
+ *
+ * @internal
+ */
+export function isDeadlineReason(reason: unknown): boolean {
+  if (reason instanceof LazyReason) return reason.isDeadline
+  return typeof reason === 'object' && reason !== null && (reason as { code?: unknown }).code === 'TETHER_DEADLINE_EXCEEDED'
+}
+
+/**
+ * A `CanceledError` with this message, built only if someone reads it.
+ *
+ * @internal
+ */
+export function lazyCanceled(message: string): unknown {
+  return new LazyReason(() => new CanceledError(message))
+}
+
+/** @internal Symbol-keyed members used by the rest of the package (group, pool, request binding). */
+export const kTrack = Symbol('tether.scope.track')
+/** @internal */
+export const kUntrack = Symbol('tether.scope.untrack')
+/** @internal */
+export const kTighten = Symbol('tether.scope.tighten')
+/** @internal */
+export const kAbort = Symbol('tether.scope.abort')
+/** @internal */
+export const kRequest = Symbol('tether.scope.request')
+/** @internal */
+export const kIsAborted = Symbol('tether.scope.aborted')
+/** @internal */
+export const kOnAbort = Symbol('tether.scope.onAbort')
+
+/** Called once when a scope aborts, after its signal and its children. @internal */
+export type AbortHook = (scope: Scope, reason: unknown) => void
+
+/**
+ * The lifetime of one piece of work, usually a request: a deadline, an `AbortSignal` that aborts
+ * when the deadline passes or the scope is cancelled, and the tasks registered with it.
+ *
+ * Scopes form a tree. A child's deadline is never later than its parent's; a parent's abort
+ * reaches every child with the parent's reason; ending a child unlinks it from its parent, so
+ * millions of short-lived children under one long-lived parent leave nothing behind.
+ *
+ * Create one with {@link createScope} or {@link Scope.child}; the adapters create one per request.
+ */
+export class Scope {
+  #ownDeadline: number | undefined
+  #parent: Scope | undefined
+  #children: Set<Scope> | undefined = undefined
+  #controller: AbortController | undefined = undefined
+  #aborted = false
+  #reason: unknown = undefined
+  #timer: NodeJS.Timeout | undefined = undefined
+  #followed: AbortSignal | undefined = undefined
+  #onFollowedAbort: (() => void) | undefined = undefined
+  #tasks: TrackedTask | undefined = undefined
+  #request: RequestInfo | undefined
+  #onAbort: AbortHook | undefined = undefined
+
+  private constructor(parent: Scope | undefined, deadline: number | undefined, request: RequestInfo | undefined) {
+    this.#parent = parent
+    this.#ownDeadline = deadline
+    this.#request = request
+  }
+
+  /** @internal Creates a scope; the public way in is {@link createScope}. */
+  static create(
+    parent: Scope | undefined,
+    deadline: number | undefined,
+    signal: AbortSignal | undefined,
+    request?: RequestInfo,
+  ): Scope {
+    if (parent !== undefined) return parent.#spawn(deadline, signal)
+    const scope = new Scope(undefined, deadline, request)
+    if (signal !== undefined) scope.#follow(signal)
+    if (!scope.#aborted) scope.#arm()
+    return scope
+  }
+
+  /**
+   * The signal to hand to anything that can be cancelled (`fetch`, database drivers, child
+   * processes). It aborts with `DeadlineExceededError` at the deadline, with `CanceledError` when
+   * the scope is cancelled or its request ends, or with the parent's reason.
+   *
+   * Created on first access: a request nobody asks the signal of never allocates one.
+   */
+  get signal(): AbortSignal {
+    let controller = this.#controller
+    if (controller === undefined) {
+      controller = this.#controller = new AbortController()
+      scopeOfSignal.set(controller.signal, this)
+      if (this.#aborted) controller.abort(reasonValue(this.#reason))
+    }
+    return controller.signal
+  }
+
+  /**
+   * The deadline in epoch milliseconds: the earliest of this scope's own and its ancestors'.
+   * `undefined` when there is none.
+   */
+  get deadline(): number | undefined {
+    const own = this.#ownDeadline
+    const inherited = this.#parent?.deadline
+    if (inherited === undefined) return own
+    return own === undefined || inherited < own ? inherited : own
+  }
+
+  /**
+   * Milliseconds left before the deadline: `Infinity` without one, `0` once the scope has been
+   * aborted or the deadline has passed.
+   */
+  remaining(): number {
+    if (this.#aborted) return 0
+    const deadline = this.deadline
+    if (deadline === undefined) return Number.POSITIVE_INFINITY
+    const left = deadline - Date.now()
+    return left > 0 ? left : 0
+  }
+
+  /**
+   * Aborts the scope and every child. The first cancellation wins: later calls, and the deadline,
+   * change nothing. Tasks still pending become *lingering*.
+   *
+   * @param reason - the abort reason; a `CanceledError` when omitted
+   */
+  cancel(reason?: unknown): void {
+    if (this.#aborted) return
+    this.#abort(reason === undefined ? new LazyReason(makeCanceled) : reason)
+  }
+
+  /**
+   * A child scope. Its deadline is the earlier of its own (`timeout`/`deadline`) and this
+   * scope's; this scope aborting aborts it with the same reason; an extra `signal` aborts it too.
+   * Cancel the child when its work is done (as with Go's `defer cancel()`): that unlinks it.
+   *
+   * @throws TypeError/RangeError for invalid options
+   */
+  child(options?: ScopeOptions): Scope {
+    const { deadline, signal } = readScopeOptions('child()', options)
+    return this.#spawn(deadline, signal)
+  }
+
+  /**
+   * Runs `fn` with this scope as the current one ({@link currentScope}), across awaits, timers
+   * and every async continuation `fn` starts.
+   *
+   * @returns what `fn` returns
+   */
+  run<T>(fn: () => T): T {
+    return storage.run(this, fn)
+  }
+
+  /**
+   * Registers a promise with this scope, so that if it is still pending when the scope ends it is
+   * reported as lingering (and, later, as leaked), then returns a promise that settles the same
+   * way. Await the returned promise, or let its rejection surface: it is the one that carries it.
+   *
+   * @example
+   * ```ts
+   * req.scope.track(audit.write(event)) // fire and forget, but accounted for
+   * ```
+   */
+  track<T>(promise: PromiseLike<T>): Promise<T> {
+    const task = this[kTrack]('track')
+    return Promise.resolve(promise).then(
+      (value) => {
+        untrack(task)
+        return value
+      },
+      (error: unknown) => {
+        untrack(task)
+        throw error
+      },
+    )
+  }
+
+  /** Disposes of the scope (`using scope = createScope(...)`): the same as `cancel()`. */
+  [Symbol.dispose](): void {
+    this.cancel()
+  }
+
+  /** @internal Whether the scope has been aborted, without creating its signal. */
+  get [kIsAborted](): boolean {
+    return this.#aborted
+  }
+
+  /** @internal The request this scope belongs to, if any. */
+  get [kRequest](): RequestInfo | undefined {
+    return this.#request
+  }
+
+  /**
+   * @internal Sets the hook called once when this scope aborts, after its signal and children;
+   * called at once if the scope has already been aborted.
+   */
+  set [kOnAbort](hook: AbortHook | undefined) {
+    if (this.#aborted) hook?.(this, this.#reason)
+    else this.#onAbort = hook
+  }
+
+  /** @internal Aborts with an exact reason (used for deadlines and shutdown). */
+  [kAbort](reason: unknown): void {
+    if (!this.#aborted) this.#abort(reason)
+  }
+
+  /**
+   * @internal Registers a new task with this scope. If the scope has already ended, the task is
+   * lingering from the start.
+   */
+  [kTrack](kind: TaskKind, startedAt = Date.now()): TrackedTask {
+    const policy = this.#request?.policy ?? defaultPolicy
+    // Stack capture is opt-in: it is the one expensive thing tracking can do.
+    const stack = policy.captureStacks ? captureStack() : undefined
+    const task = new TrackedTask(kind, startedAt, stack)
+    if (this.#aborted) {
+      linger(task, this.#request, policy, Date.now())
+      return task
+    }
+    task.owner = this
+    const head = this.#tasks
+    if (head !== undefined) {
+      head.prev = task
+      task.next = head
+    }
+    this.#tasks = task
+    return task
+  }
+
+  /** @internal Removes a settled task from this scope's list. */
+  [kUntrack](task: TrackedTask): void {
+    const { prev, next } = task
+    if (prev !== undefined) prev.next = next
+    else this.#tasks = next
+    if (next !== undefined) next.prev = prev
+    task.prev = task.next = task.owner = undefined
+  }
+
+  /** @internal Moves the deadline earlier (never later) and re-arms the timer. */
+  [kTighten](deadline: number): void {
+    if (this.#aborted) return
+    const current = this.deadline
+    if (current !== undefined && current <= deadline) return
+    this.#ownDeadline = deadline
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#arm()
+  }
+
+  #spawn(deadline: number | undefined, signal: AbortSignal | undefined): Scope {
+    const child = new Scope(this, deadline, this.#request)
+    if (this.#aborted) {
+      child.#aborted = true
+      child.#reason = this.#reason
+      return child
+    }
+    ;(this.#children ??= new Set()).add(child)
+    if (signal !== undefined) child.#follow(signal)
+    if (!child.#aborted) child.#arm()
+    return child
+  }
+
+  /** Follows an outside signal: a scope's own signal by link, any other by one listener. */
+  #follow(signal: AbortSignal): void {
+    if (signal.aborted) {
+      this.#abort(signal.reason)
+      return
+    }
+    const parentScope = scopeOfSignal.get(signal)
+    if (parentScope !== undefined && parentScope !== this.#parent) {
+      // Adopt the signal's scope as a second parent: it aborts us through its children set,
+      // and we unlink from it on abort like from the primary parent.
+      ;(parentScope.#children ??= new Set()).add(this)
+      this.#followed = signal
+      return
+    }
+    const onAbort = () => this.#abort(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    this.#followed = signal
+    this.#onFollowedAbort = onAbort
+  }
+
+  /** Arms the deadline timer, unless an ancestor's timer already covers this deadline. */
+  #arm(): void {
+    const own = this.#ownDeadline
+    if (own === undefined) return
+    const inherited = this.#parent?.deadline
+    if (inherited !== undefined && inherited <= own) return
+    const delay = own - Date.now()
+    if (delay <= 0) {
+      this.#abort(new LazyReason(makeDeadlineExceeded, true))
+      return
+    }
+    this.#timer = setTimeout(expire, Math.min(delay, MAX_TIMER_DELAY), this)
+    this.#timer.unref()
+  }
+
+  /** @internal Timer callback body (see {@link expire}). */
+  static expire(scope: Scope): void {
+    scope.#timer = undefined
+    const own = scope.#ownDeadline
+    if (own !== undefined && own - Date.now() > MAX_TIMER_DELAY / 2) {
+      scope.#arm() // a far deadline, reached in hops
+      return
+    }
+    scope.#abort(new LazyReason(makeDeadlineExceeded, true))
+  }
+
+  #abort(reason: unknown): void {
+    if (this.#aborted) return
+    this.#aborted = true
+    this.#reason = reason
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    }
+    this.#unlink()
+    // Listeners on the signal run first: one of them may answer the request its own way.
+    this.#controller?.abort(reasonValue(reason))
+    const children = this.#children
+    if (children !== undefined) {
+      this.#children = undefined
+      for (const child of children) child.#abortFromParent(this, reason)
+    }
+    this.#lingerTasks()
+    const hook = this.#onAbort
+    if (hook !== undefined) {
+      this.#onAbort = undefined
+      hook(this, reason)
+    }
+  }
+
+  #abortFromParent(parent: Scope, reason: unknown): void {
+    // The aborting parent has already dropped its children set; make sure #unlink does not try
+    // to remove us from it again (it would be harmless, but wasted work).
+    if (this.#parent === parent) this.#parent = undefined
+    this.#abort(reason)
+  }
+
+  /** Leaves the parent's children set and stops listening to a followed signal. */
+  #unlink(): void {
+    const parent = this.#parent
+    if (parent !== undefined) {
+      parent.#children?.delete(this)
+      // Keep the deadline readable after the unlink: freeze the inherited one into our own.
+      const inherited = parent.deadline
+      if (inherited !== undefined && (this.#ownDeadline === undefined || inherited < this.#ownDeadline)) {
+        this.#ownDeadline = inherited
+      }
+      this.#parent = undefined
+    }
+    const followed = this.#followed
+    if (followed !== undefined) {
+      this.#followed = undefined
+      if (this.#onFollowedAbort !== undefined) {
+        followed.removeEventListener('abort', this.#onFollowedAbort)
+        this.#onFollowedAbort = undefined
+      } else {
+        const adopter = scopeOfSignal.get(followed)
+        if (adopter !== undefined) adopter.#children?.delete(this)
+      }
+    }
+  }
+
+  #lingerTasks(): void {
+    let task = this.#tasks
+    if (task === undefined) return
+    this.#tasks = undefined
+    const now = Date.now()
+    const policy = this.#request?.policy ?? defaultPolicy
+    while (task !== undefined) {
+      const next: TrackedTask | undefined = task.next
+      task.prev = task.next = task.owner = undefined
+      linger(task, this.#request, policy, now)
+      task = next
+    }
+  }
+}
+
+function expire(scope: Scope): void {
+  Scope.expire(scope)
+}
+
+function captureStack(): string | undefined {
+  const holder: { stack?: string } = {}
+  Error.captureStackTrace(holder, captureStack)
+  // Drop the "Error" header line and tether's own frames; keep where the user started the task.
+  return holder.stack
+    ?.split('\n')
+    .slice(1)
+    .filter((line) => !/[\\/]@tether[\\/]core[\\/]|[\\/]packages[\\/]core[\\/]/.test(line))
+    .map((line) => line.trim())
+    .join('\n')
+}
+
+/**
+ * Marks a tracked task as settled: it leaves its scope's list, or the lingering list.
+ *
+ * @internal
+ */
+export function untrack(task: TrackedTask): void {
+  const owner = task.owner as Scope | undefined
+  if (owner !== undefined) owner[kUntrack](task)
+  else if (task.endedAt !== 0) settleLingering(task)
+}
+
+function readScopeOptions(
+  where: string,
+  options: ScopeOptions | undefined,
+): { deadline: number | undefined; signal: AbortSignal | undefined } {
+  if (options === undefined) return { deadline: undefined, signal: undefined }
+  checkOptionsObject(where, options)
+  let deadline: number | undefined
+  if (options.timeout !== undefined) deadline = Date.now() + checkDuration('timeout', options.timeout)
+  if (options.deadline !== undefined) {
+    const absolute = checkTimestamp('deadline', options.deadline)
+    if (deadline === undefined || absolute < deadline) deadline = absolute
+  }
+  const signal = options.signal === undefined ? undefined : checkSignal('signal', options.signal)
+  return { deadline, signal }
+}
+
+/**
+ * Creates a scope: a deadline, a lazily created `AbortSignal`, and a place to register tasks.
+ *
+ * @param options - `timeout` (ms), `deadline` (epoch ms), `signal` (a parent signal)
+ * @returns a new root scope, or a child of the scope whose signal was passed as `signal`
+ * @throws TypeError/RangeError naming the option and the value received, for invalid options
+ *
+ * @example
+ * ```ts
+ * const scope = createScope({ timeout: 2_000 })
+ * try {
+ *   await scope.run(() => all([(signal) => fetch(a, { signal }), (signal) => fetch(b, { signal })]))
+ * } finally {
+ *   scope.cancel()
+ * }
+ * ```
+ */
+export function createScope(options?: ScopeOptions): Scope {
+  const { deadline, signal } = readScopeOptions('createScope()', options)
+  const parent = signal === undefined ? undefined : scopeOfSignal.get(signal)
+  if (parent !== undefined) return Scope.create(parent, deadline, undefined)
+  return Scope.create(undefined, deadline, signal)
+}
+
+/**
+ * The scope of the code that is running, set by {@link Scope.run} (the adapters run every
+ * request's middleware, hooks and handler inside its scope); `undefined` outside any scope.
+ */
+export function currentScope(): Scope | undefined {
+  return storage.getStore()
+}
+
+/**
+ * The scope behind a signal, when the signal is a scope's own. Lets helpers link to the scope
+ * directly instead of adding an abort listener.
+ *
+ * @internal
+ */
+export function scopeForSignal(signal: AbortSignal): Scope | undefined {
+  return scopeOfSignal.get(signal)
+}
