@@ -1,7 +1,17 @@
 import { PoolOverloadedError, withoutStack } from './errors.js'
 import { isThenable, type Task } from './group.js'
 import { counters } from './registry.js'
-import { currentScope, kTrack, type Scope, scopeForSignal, untrack } from './scope.js'
+import {
+  type AbortSubscriber,
+  currentScope,
+  kScopeAborted,
+  kSubscribe,
+  kTrack,
+  kUnsubscribe,
+  type Scope,
+  scopeForSignal,
+  untrack,
+} from './scope.js'
 import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
 
 /** Options of {@link createPool}. */
@@ -56,26 +66,38 @@ export interface Pool {
 const neverAborted = new AbortController().signal
 
 /**
- * A caller waiting for a slot. It is its own abort listener (`handleEvent`), so queueing
- * allocates no closure for that, and it sits in an intrusive list, so leaving the queue from the
- * middle on abort is O(1).
+ * A caller waiting for a slot. It sits in an intrusive list, so leaving the queue from the middle
+ * on abort is O(1), and it is its own abort handler: subscribed to the caller's scope when the
+ * signal is a scope's (no event listener, so a thousand queued calls of one request add nothing
+ * to its signal), or added as an EventTarget listener object (`handleEvent`) otherwise.
  */
-class Waiting<T> {
+class Waiting<T> implements AbortSubscriber {
   prev: Waiting<unknown> | undefined = undefined
   next: Waiting<unknown> | undefined = undefined
+  /** Starts the task; cleared once the caller has left the queue. */
   start: (() => void) | undefined = undefined
 
   constructor(
     readonly pool: WorkerPool,
     readonly task: Task<T>,
     readonly signal: AbortSignal,
-    readonly tracker: Scope | undefined,
-    readonly resolve: (value: T | PromiseLike<T>) => void,
+    readonly scope: Scope | undefined,
+    readonly resolve: (value: T) => void,
     readonly reject: (reason: unknown) => void,
   ) {}
 
   handleEvent(): void {
     this.pool.drop(this as Waiting<unknown>)
+  }
+
+  [kScopeAborted](): void {
+    this.pool.drop(this as Waiting<unknown>)
+  }
+
+  /** Stops listening for the caller's abort. */
+  unsubscribe(): void {
+    if (this.scope !== undefined) this.scope[kUnsubscribe](this)
+    else if (this.signal !== neverAborted) this.signal.removeEventListener('abort', this)
   }
 }
 
@@ -107,20 +129,21 @@ class WorkerPool implements Pool {
 
   run<T>(task: Task<T>, options?: PoolRunOptions): Promise<T> {
     if (typeof task !== 'function') throw new TypeError(`a task must be a function, received ${received(task)}`)
-    checkOptionsObject('pool.run()', options)
     let signal: AbortSignal
-    let tracker: Scope | undefined
+    let scope: Scope | undefined
     if (options?.signal !== undefined) {
+      checkOptionsObject('pool.run()', options)
       signal = checkSignal('signal', options.signal)
-      tracker = scopeForSignal(signal)
+      scope = scopeForSignal(signal)
     } else {
-      tracker = currentScope()
-      signal = tracker === undefined ? neverAborted : tracker.signal
+      if (options !== undefined) checkOptionsObject('pool.run()', options)
+      scope = currentScope()
+      signal = scope === undefined ? neverAborted : scope.signal
     }
     if (signal.aborted) return Promise.reject(signal.reason)
     if (this.#active < this.concurrency) {
       this.#active++
-      return this.#begin(task, signal, tracker)
+      return this.#runNow(task, signal, scope)
     }
     if (this.#queued >= this.maxQueue) {
       counters.shed++
@@ -128,37 +151,28 @@ class WorkerPool implements Pool {
       return Promise.reject(withoutStack(() => new PoolOverloadedError(retryAfter)))
     }
     return new Promise<T>((resolve, reject) => {
-      const waiting = new Waiting(this, task, signal, tracker, resolve, reject)
+      const waiting = new Waiting(this, task, signal, scope, resolve, reject)
       // The start continuation is attached here, in the caller's async context, so the task runs
       // in that context even though a slot is freed by some other task's completion.
       new Promise<void>((release) => {
         waiting.start = release
-      }).then(() => this.#beginQueued(waiting))
+      }).then(() => this.#runQueued(waiting))
       this.#enqueue(waiting as Waiting<unknown>)
-      signal.addEventListener('abort', waiting, { once: true })
+      if (scope !== undefined) scope[kSubscribe](waiting)
+      else if (signal !== neverAborted) signal.addEventListener('abort', waiting, { once: true })
     })
   }
 
   /** Removes an aborted caller from the queue and rejects it with its signal's reason. @internal */
   drop(waiting: Waiting<unknown>): void {
-    if (waiting.start === undefined) return // already dequeued
+    if (waiting.start === undefined) return // already left the queue
     waiting.start = undefined
     this.#unlink(waiting)
     waiting.reject(waiting.signal.reason)
   }
 
-  #beginQueued<T>(waiting: Waiting<T>): void {
-    // The caller may have aborted between leaving the queue and this microtask.
-    if (waiting.signal.aborted) {
-      this.#release()
-      waiting.reject(waiting.signal.reason)
-      return
-    }
-    waiting.resolve(this.#begin(waiting.task, waiting.signal, waiting.tracker))
-  }
-
-  /** Runs a task in a slot already counted in `#active`. */
-  #begin<T>(task: Task<T>, signal: AbortSignal, tracker: Scope | undefined): Promise<T> {
+  /** Runs a task in a slot already counted in `#active`; returns its outcome. */
+  #runNow<T>(task: Task<T>, signal: AbortSignal, scope: Scope | undefined): Promise<T> {
     let result: T | PromiseLike<T>
     try {
       result = task(signal)
@@ -166,25 +180,62 @@ class WorkerPool implements Pool {
       this.#release()
       return Promise.reject(error)
     }
-    if (isThenable(result)) {
-      const tracked = tracker?.[kTrack]('pool')
-      // A derived promise is returned, not the task's own, so that an unhandled rejection still
-      // surfaces on the caller's side rather than being absorbed by the pool's bookkeeping.
-      return Promise.resolve(result).then(
-        (value) => {
-          if (tracked !== undefined) untrack(tracked)
-          this.#release()
-          return value
-        },
-        (error: unknown) => {
-          if (tracked !== undefined) untrack(tracked)
-          this.#release()
-          throw error
-        },
-      )
+    if (!isThenable(result)) {
+      this.#release()
+      return Promise.resolve(result)
     }
-    this.#release()
-    return Promise.resolve(result)
+    const tracked = scope?.[kTrack]('pool')
+    // A derived promise is returned, not the task's own, so that an unhandled rejection still
+    // surfaces on the caller's side rather than being absorbed by the pool's bookkeeping.
+    return Promise.resolve(result).then(
+      (value) => {
+        if (tracked !== undefined) untrack(tracked)
+        this.#release()
+        return value
+      },
+      (error: unknown) => {
+        if (tracked !== undefined) untrack(tracked)
+        this.#release()
+        throw error
+      },
+    )
+  }
+
+  /** Runs a queued task, settling the caller's promise directly (no promise adoption). */
+  #runQueued<T>(waiting: Waiting<T>): void {
+    const { task, signal, scope, resolve, reject } = waiting
+    // The caller may have aborted between leaving the queue and this microtask.
+    if (signal.aborted) {
+      this.#release()
+      reject(signal.reason)
+      return
+    }
+    let result: T | PromiseLike<T>
+    try {
+      result = task(signal)
+    } catch (error) {
+      this.#release()
+      reject(error)
+      return
+    }
+    if (!isThenable(result)) {
+      this.#release()
+      resolve(result)
+      return
+    }
+    const tracked = scope?.[kTrack]('pool')
+    result.then(
+      (value) => {
+        if (tracked !== undefined) untrack(tracked)
+        this.#release()
+        resolve(value)
+      },
+      (error: unknown) => {
+        if (tracked !== undefined) untrack(tracked)
+        this.#release()
+        reject(error)
+      },
+    )
   }
 
   #release(): void {
@@ -194,7 +245,7 @@ class WorkerPool implements Pool {
       const start = waiting.start as () => void
       waiting.start = undefined
       this.#unlink(waiting)
-      waiting.signal.removeEventListener('abort', waiting)
+      waiting.unsubscribe()
       this.#active++
       start()
     }
@@ -243,7 +294,11 @@ class WorkerPool implements Pool {
 export function createPool(options: PoolOptions): Pool {
   checkOptionsObject('createPool()', options)
   const concurrency = checkCount('concurrency', options?.concurrency)
-  const maxQueue = options.maxQueue === undefined ? Number.POSITIVE_INFINITY : checkCount('maxQueue', options.maxQueue, { min: 0 })
-  const retryAfter = options.retryAfter === undefined ? 1 : checkCount('retryAfter', options.retryAfter, { min: 0, allowInfinity: false })
+  const maxQueue =
+    options.maxQueue === undefined ? Number.POSITIVE_INFINITY : checkCount('maxQueue', options.maxQueue, { min: 0 })
+  const retryAfter =
+    options.retryAfter === undefined
+      ? 1
+      : checkCount('retryAfter', options.retryAfter, { min: 0, allowInfinity: false })
   return new WorkerPool(concurrency, maxQueue, retryAfter)
 }

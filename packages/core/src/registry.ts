@@ -56,7 +56,7 @@ export interface RequestInfo {
   logger(): Logger | undefined
 }
 
-/** How a tracked task was started. */
+/** How a tracked task was started: by a TaskGroup/all/allSettled, a pool, or `scope.track()`. */
 export type TaskKind = 'group' | 'pool' | 'track'
 
 /**
@@ -76,6 +76,9 @@ export class TrackedTask {
   request: RequestInfo | undefined = undefined
   policy: TrackingPolicy = defaultPolicy
   leaked = false
+  settled = false
+  /** How many tasks this record stands for: a group registers one record for all its tasks. */
+  count = 1
 
   constructor(
     readonly kind: TaskKind,
@@ -94,14 +97,18 @@ interface RegistryState {
   readonly inflight: Set<RequestInfo>
   readonly lingering: Set<TrackedTask>
   readonly settledObservers: Set<(pastEndMs: number) => void>
+  /** Tasks whose scope just ended, checked once the abort has propagated. */
+  ending: TrackedTask[]
+  endingCheck: NodeJS.Immediate | undefined
   sweepTimer: NodeJS.Timeout | undefined
   sweepAt: number
 }
 
 // Kept on globalThis so that two copies of this package (a duplicated install) still agree on what
 // is in flight and what is lingering: a test's assertNoLingering must see every request.
-const state: RegistryState = ((globalThis as Record<symbol, unknown>)[kState] as RegistryState | undefined) ??
-  ((globalThis as Record<symbol, unknown>)[kState] = {
+const globals = globalThis as { [kState]?: RegistryState }
+if (globals[kState] === undefined) {
+  globals[kState] = {
     counters: {
       requests: 0,
       deadlineExceeded: 0,
@@ -117,9 +124,13 @@ const state: RegistryState = ((globalThis as Record<symbol, unknown>)[kState] as
     inflight: new Set(),
     lingering: new Set(),
     settledObservers: new Set(),
+    ending: [],
+    endingCheck: undefined,
     sweepTimer: undefined,
     sweepAt: 0,
-  } satisfies RegistryState)
+  }
+}
+const state: RegistryState = globals[kState]
 
 /** The live counters (mutable: the request binding and the pool increment them). @internal */
 export const counters: Counters = state.counters
@@ -135,6 +146,8 @@ const leakChannel = diagnostics.channel(LEAK_CHANNEL)
 /** A task that outlived its request by `leakAfter` ms, as published on {@link LEAK_CHANNEL}. */
 export interface LeakReport {
   readonly kind: TaskKind
+  /** How many tasks are pending: a group is reported once, with the number of its pending tasks. */
+  readonly tasks: number
   readonly method: string | null
   readonly route: string | null
   /** Milliseconds since the task started. */
@@ -149,6 +162,7 @@ export interface LeakReport {
 export function describeTask(task: TrackedTask, now: number): LeakReport {
   return {
     kind: task.kind,
+    tasks: task.count,
     method: task.request?.method ?? null,
     route: task.request?.route() ?? null,
     ageMs: now - task.startedAt,
@@ -158,26 +172,52 @@ export function describeTask(task: TrackedTask, now: number): LeakReport {
 }
 
 /**
- * Marks a task as lingering: its scope ended at `now` while it was still pending.
+ * A scope ended at `now` with this task pending. It becomes *lingering* only if it is still
+ * pending once the abort has propagated: a task that stops when told to settles a few microtasks
+ * after the abort, and must not be reported. One shared `setImmediate` checks all tasks of all
+ * scopes that ended in the same turn of the event loop.
  *
  * @internal
  */
-export function linger(task: TrackedTask, request: RequestInfo | undefined, policy: TrackingPolicy, now: number): void {
+export function scopeEnded(
+  task: TrackedTask,
+  request: RequestInfo | undefined,
+  policy: TrackingPolicy,
+  now: number,
+): void {
   task.endedAt = now
   task.request = request
   task.policy = policy
-  state.lingering.add(task)
-  state.counters.lingering++
-  scheduleSweep(now + policy.leakAfter)
+  state.ending.push(task)
+  if (state.endingCheck === undefined) {
+    state.endingCheck = setImmediate(checkEnding)
+    state.endingCheck.unref()
+  }
+}
+
+function checkEnding(): void {
+  state.endingCheck = undefined
+  const tasks = state.ending
+  state.ending = []
+  let earliest = Number.POSITIVE_INFINITY
+  for (const task of tasks) {
+    if (task.settled) continue
+    state.lingering.add(task)
+    state.counters.lingering++
+    const due = task.endedAt + task.policy.leakAfter
+    if (due < earliest) earliest = due
+  }
+  if (earliest !== Number.POSITIVE_INFINITY) scheduleSweep(earliest)
 }
 
 /**
- * A lingering task settled: it leaves the list (the counters keep the history).
+ * A tracked task settled. If it was lingering it leaves the list (the counters keep the history).
  *
  * @internal
  */
-export function settleLingering(task: TrackedTask): void {
-  if (!state.lingering.delete(task)) return
+export function taskSettled(task: TrackedTask): void {
+  task.settled = true
+  if (task.endedAt === 0 || !state.lingering.delete(task)) return
   if (state.settledObservers.size > 0) {
     const pastEndMs = Date.now() - task.endedAt
     for (const observe of state.settledObservers) observe(pastEndMs)
@@ -228,7 +268,10 @@ function reportLeak(task: TrackedTask, now: number): void {
   const logger = task.request?.logger()
   if (logger !== undefined) {
     try {
-      logger.warn({ tether: report }, `tether: ${report.kind} task of ${report.method ?? ''} ${report.route ?? '(no route)'} still pending ${report.pastEndMs} ms after its request ended`)
+      logger.warn(
+        { tether: report },
+        `tether: ${report.kind} task of ${report.method ?? ''} ${report.route ?? '(no route)'} still pending ${report.pastEndMs} ms after its request ended`,
+      )
     } catch {
       // A broken logger must not take the process down from inside a timer.
     }

@@ -1,14 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { CanceledError, DeadlineExceededError, withoutStack } from './errors.js'
-import {
-  defaultPolicy,
-  linger,
-  type RequestInfo,
-  settleLingering,
-  type TaskKind,
-  TrackedTask,
-  type TrackingPolicy,
-} from './registry.js'
+import { defaultPolicy, type RequestInfo, scopeEnded, type TaskKind, TrackedTask, taskSettled } from './registry.js'
 import { checkDuration, checkOptionsObject, checkSignal, checkTimestamp } from './validate.js'
 
 /** Options of {@link createScope} and {@link Scope.child}. All optional. */
@@ -34,9 +26,11 @@ export interface ScopeOptions {
 // One storage for the whole process, holding the scope only (never req/res), entered with run().
 const storage = new AsyncLocalStorage<Scope>()
 
-// Scopes by the signal they handed out, so that a scope's own signal passed back to us as a
+// Tags a scope's signal with its scope, so that a scope's own signal passed back to us as a
 // `signal` option is followed through a direct parent→child link rather than an abort listener.
-const scopeOfSignal = new WeakMap<AbortSignal, Scope>()
+// A symbol property costs a few ns; a WeakMap entry per signal cost ~140 ns on Node 24.
+const kScopeOfSignal = Symbol('tether.scopeOfSignal')
+type TaggedSignal = AbortSignal & { [kScopeOfSignal]?: Scope }
 
 // setTimeout cannot wait longer than this; farther deadlines are reached in hops.
 const MAX_TIMER_DELAY = 2 ** 31 - 1
@@ -80,7 +74,9 @@ export function reasonValue(reason: unknown): unknown {
  */
 export function isDeadlineReason(reason: unknown): boolean {
   if (reason instanceof LazyReason) return reason.isDeadline
-  return typeof reason === 'object' && reason !== null && (reason as { code?: unknown }).code === 'TETHER_DEADLINE_EXCEEDED'
+  return (
+    typeof reason === 'object' && reason !== null && (reason as { code?: unknown }).code === 'TETHER_DEADLINE_EXCEEDED'
+  )
 }
 
 /**
@@ -105,10 +101,29 @@ export const kRequest = Symbol('tether.scope.request')
 /** @internal */
 export const kIsAborted = Symbol('tether.scope.aborted')
 /** @internal */
+export const kReason = Symbol('tether.scope.reason')
+/** @internal */
+export const kStartSite = Symbol('tether.scope.startSite')
+/** @internal */
 export const kOnAbort = Symbol('tether.scope.onAbort')
 
-/** Called once when a scope aborts, after its signal and its children. @internal */
-export type AbortHook = (scope: Scope, reason: unknown) => void
+/** @internal The method an {@link AbortSubscriber} is called through. */
+export const kScopeAborted = Symbol('tether.scope.aborted.notify')
+
+/**
+ * Told when a scope aborts, through the scope's own children set instead of an event listener on
+ * its signal: many queued pool calls of one request would otherwise pile listeners on one signal.
+ *
+ * @internal
+ */
+export interface AbortSubscriber {
+  [kScopeAborted](reason: unknown): void
+}
+
+/** @internal */
+export const kSubscribe = Symbol('tether.scope.subscribe')
+/** @internal */
+export const kUnsubscribe = Symbol('tether.scope.unsubscribe')
 
 /**
  * The lifetime of one piece of work, usually a request: a deadline, an `AbortSignal` that aborts
@@ -123,7 +138,7 @@ export type AbortHook = (scope: Scope, reason: unknown) => void
 export class Scope {
   #ownDeadline: number | undefined
   #parent: Scope | undefined
-  #children: Set<Scope> | undefined = undefined
+  #children: Set<Scope | AbortSubscriber> | undefined = undefined
   #controller: AbortController | undefined = undefined
   #aborted = false
   #reason: unknown = undefined
@@ -132,7 +147,7 @@ export class Scope {
   #onFollowedAbort: (() => void) | undefined = undefined
   #tasks: TrackedTask | undefined = undefined
   #request: RequestInfo | undefined
-  #onAbort: AbortHook | undefined = undefined
+  #onAbort: AbortSubscriber | undefined = undefined
 
   private constructor(parent: Scope | undefined, deadline: number | undefined, request: RequestInfo | undefined) {
     this.#parent = parent
@@ -165,7 +180,7 @@ export class Scope {
     let controller = this.#controller
     if (controller === undefined) {
       controller = this.#controller = new AbortController()
-      scopeOfSignal.set(controller.signal, this)
+      ;(controller.signal as TaggedSignal)[kScopeOfSignal] = this
       if (this.#aborted) controller.abort(reasonValue(this.#reason))
     }
     return controller.signal
@@ -191,7 +206,7 @@ export class Scope {
     const deadline = this.deadline
     if (deadline === undefined) return Number.POSITIVE_INFINITY
     const left = deadline - Date.now()
-    return left > 0 ? left : 0
+    return Math.max(left, 0)
   }
 
   /**
@@ -261,18 +276,23 @@ export class Scope {
     return this.#aborted
   }
 
+  /** @internal The abort reason, possibly still lazy (read it with {@link reasonValue}). */
+  get [kReason](): unknown {
+    return this.#reason
+  }
+
   /** @internal The request this scope belongs to, if any. */
   get [kRequest](): RequestInfo | undefined {
     return this.#request
   }
 
   /**
-   * @internal Sets the hook called once when this scope aborts, after its signal and children;
-   * called at once if the scope has already been aborted.
+   * @internal Sets the owner notified once when this scope aborts, after its signal and its
+   * children (a group, or a request binding); notified at once if the scope has already aborted.
    */
-  set [kOnAbort](hook: AbortHook | undefined) {
-    if (this.#aborted) hook?.(this, this.#reason)
-    else this.#onAbort = hook
+  set [kOnAbort](owner: AbortSubscriber | undefined) {
+    if (this.#aborted) owner?.[kScopeAborted](this.#reason)
+    else this.#onAbort = owner
   }
 
   /** @internal Aborts with an exact reason (used for deadlines and shutdown). */
@@ -284,13 +304,11 @@ export class Scope {
    * @internal Registers a new task with this scope. If the scope has already ended, the task is
    * lingering from the start.
    */
-  [kTrack](kind: TaskKind, startedAt = Date.now()): TrackedTask {
+  [kTrack](kind: TaskKind, startedAt = Date.now(), stack = this[kStartSite]()): TrackedTask {
     const policy = this.#request?.policy ?? defaultPolicy
-    // Stack capture is opt-in: it is the one expensive thing tracking can do.
-    const stack = policy.captureStacks ? captureStack() : undefined
     const task = new TrackedTask(kind, startedAt, stack)
     if (this.#aborted) {
-      linger(task, this.#request, policy, Date.now())
+      scopeEnded(task, this.#request, policy, Date.now())
       return task
     }
     task.owner = this
@@ -301,6 +319,29 @@ export class Scope {
     }
     this.#tasks = task
     return task
+  }
+
+  /**
+   * @internal Notifies `subscriber` when this scope aborts.
+   * @returns false, without subscribing, if the scope has already aborted
+   */
+  [kSubscribe](subscriber: AbortSubscriber): boolean {
+    if (this.#aborted) return false
+    this.#adopt(subscriber)
+    return true
+  }
+
+  /** @internal */
+  [kUnsubscribe](subscriber: AbortSubscriber): void {
+    this.#children?.delete(subscriber)
+  }
+
+  /**
+   * @internal Where the calling code started a task, when this scope's policy captures stacks.
+   * Stack capture is opt-in: it is the one expensive thing tracking can do.
+   */
+  [kStartSite](): string | undefined {
+    return (this.#request?.policy ?? defaultPolicy).captureStacks ? captureStack() : undefined
   }
 
   /** @internal Removes a settled task from this scope's list. */
@@ -330,10 +371,15 @@ export class Scope {
       child.#reason = this.#reason
       return child
     }
-    ;(this.#children ??= new Set()).add(child)
+    this.#adopt(child)
     if (signal !== undefined) child.#follow(signal)
     if (!child.#aborted) child.#arm()
     return child
+  }
+
+  #adopt(child: Scope | AbortSubscriber): void {
+    if (this.#children === undefined) this.#children = new Set()
+    this.#children.add(child)
   }
 
   /** Follows an outside signal: a scope's own signal by link, any other by one listener. */
@@ -342,11 +388,11 @@ export class Scope {
       this.#abort(signal.reason)
       return
     }
-    const parentScope = scopeOfSignal.get(signal)
+    const parentScope = (signal as TaggedSignal)[kScopeOfSignal]
     if (parentScope !== undefined && parentScope !== this.#parent) {
       // Adopt the signal's scope as a second parent: it aborts us through its children set,
       // and we unlink from it on abort like from the primary parent.
-      ;(parentScope.#children ??= new Set()).add(this)
+      parentScope.#adopt(this)
       this.#followed = signal
       return
     }
@@ -396,13 +442,16 @@ export class Scope {
     const children = this.#children
     if (children !== undefined) {
       this.#children = undefined
-      for (const child of children) child.#abortFromParent(this, reason)
+      for (const child of children) {
+        if (child instanceof Scope) child.#abortFromParent(this, reason)
+        else child[kScopeAborted](reason)
+      }
     }
     this.#lingerTasks()
-    const hook = this.#onAbort
-    if (hook !== undefined) {
+    const owner = this.#onAbort
+    if (owner !== undefined) {
       this.#onAbort = undefined
-      hook(this, reason)
+      owner[kScopeAborted](reason)
     }
   }
 
@@ -432,7 +481,7 @@ export class Scope {
         followed.removeEventListener('abort', this.#onFollowedAbort)
         this.#onFollowedAbort = undefined
       } else {
-        const adopter = scopeOfSignal.get(followed)
+        const adopter = (followed as TaggedSignal)[kScopeOfSignal]
         if (adopter !== undefined) adopter.#children?.delete(this)
       }
     }
@@ -447,7 +496,7 @@ export class Scope {
     while (task !== undefined) {
       const next: TrackedTask | undefined = task.next
       task.prev = task.next = task.owner = undefined
-      linger(task, this.#request, policy, now)
+      scopeEnded(task, this.#request, policy, now)
       task = next
     }
   }
@@ -477,7 +526,7 @@ function captureStack(): string | undefined {
 export function untrack(task: TrackedTask): void {
   const owner = task.owner as Scope | undefined
   if (owner !== undefined) owner[kUntrack](task)
-  else if (task.endedAt !== 0) settleLingering(task)
+  taskSettled(task)
 }
 
 function readScopeOptions(
@@ -515,7 +564,7 @@ function readScopeOptions(
  */
 export function createScope(options?: ScopeOptions): Scope {
   const { deadline, signal } = readScopeOptions('createScope()', options)
-  const parent = signal === undefined ? undefined : scopeOfSignal.get(signal)
+  const parent = signal === undefined ? undefined : (signal as TaggedSignal)[kScopeOfSignal]
   if (parent !== undefined) return Scope.create(parent, deadline, undefined)
   return Scope.create(undefined, deadline, signal)
 }
@@ -535,5 +584,5 @@ export function currentScope(): Scope | undefined {
  * @internal
  */
 export function scopeForSignal(signal: AbortSignal): Scope | undefined {
-  return scopeOfSignal.get(signal)
+  return (signal as TaggedSignal)[kScopeOfSignal]
 }

@@ -1,0 +1,113 @@
+// Micro-benchmarks of the core primitives against their plain counterparts, in one process:
+// contenders alternate within each round (A B, B A, ...), and what is reported is the median over
+// rounds of the per-round ratio, which cancels most of the drift of a shared, noisy machine.
+//
+//   node bench/micro.mjs [--rounds 15] [--json]
+import { createRequire } from 'node:module'
+import { parseArgs } from 'node:util'
+
+const require = createRequire(import.meta.url)
+const { all, createPool, createScope } = require('@tether/core')
+const pLimit = (await import('p-limit')).default
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15' }, json: { type: 'boolean' } } })
+const rounds = Number(values.rounds)
+
+function median(list) {
+  const sorted = [...list].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+/** Times `iterations` sequential awaited calls of `fn`; returns ns per call. */
+async function time(fn, iterations) {
+  const start = process.hrtime.bigint()
+  for (let i = 0; i < iterations; i++) await fn()
+  return Number(process.hrtime.bigint() - start) / iterations
+}
+
+/**
+ * Runs `baseline` and `candidate` alternately for `rounds` rounds after a warm-up and returns the
+ * median ns/op of each and the median of per-round ratios (candidate ÷ baseline).
+ */
+async function compare({ name, baseline, candidate, iterations, target }) {
+  await time(baseline.fn, iterations)
+  await time(candidate.fn, iterations)
+  const ratios = []
+  const b = []
+  const c = []
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? [baseline, candidate] : [candidate, baseline]
+    const results = new Map()
+    for (const contender of order) results.set(contender, await time(contender.fn, iterations))
+    b.push(results.get(baseline))
+    c.push(results.get(candidate))
+    ratios.push(results.get(candidate) / results.get(baseline))
+  }
+  return {
+    name,
+    baseline: baseline.name,
+    candidate: candidate.name,
+    baselineNs: median(b),
+    candidateNs: median(c),
+    ratio: median(ratios),
+    target,
+  }
+}
+
+const tenImmediate = Array.from({ length: 10 }, (_, i) => async () => i)
+const scope = createScope()
+const thousand = Array.from({ length: 1000 }, (_, i) => i)
+const immediateTask = async () => 1
+
+const results = [
+  await compare({
+    name: 'all() over 10 immediate tasks vs Promise.all',
+    baseline: { name: 'Promise.all', fn: () => Promise.all(tenImmediate.map((task) => task())) },
+    candidate: { name: 'all()', fn: () => all(tenImmediate) },
+    iterations: 20_000,
+    target: { max: 2 },
+  }),
+  // Both contenders run inside the scope, so the ratio shows what tracking adds, not the cost of
+  // entering AsyncLocalStorage (which a request pays once, not per fan-out).
+  await scope.run(() =>
+    compare({
+      name: 'all() inside a scope (tracking on) vs Promise.all',
+      baseline: { name: 'Promise.all', fn: () => Promise.all(tenImmediate.map((task) => task())) },
+      candidate: { name: 'all() in scope', fn: () => all(tenImmediate) },
+      iterations: 20_000,
+      target: undefined, // informational: the target applies to all() on its own
+    }),
+  ),
+  await compare({
+    name: 'pool vs p-limit, concurrency 8, 1,000 immediate tasks',
+    baseline: {
+      name: 'p-limit',
+      fn: () => {
+        const limit = pLimit(8)
+        return Promise.all(thousand.map(() => limit(immediateTask)))
+      },
+    },
+    candidate: {
+      name: 'createPool',
+      fn: () => {
+        const pool = createPool({ concurrency: 8 })
+        return Promise.all(thousand.map(() => pool.run(immediateTask)))
+      },
+    },
+    iterations: 200,
+    target: { max: 1 },
+  }),
+]
+
+if (values.json) {
+  console.log(JSON.stringify({ node: process.version, rounds, results }))
+} else {
+  console.log(`node ${process.version}, ${rounds} interleaved rounds, medians`)
+  for (const r of results) {
+    const verdict =
+      r.target === undefined ? '' : ` (target ≤ ${r.target.max}: ${r.ratio <= r.target.max ? 'meets' : 'MISSES'})`
+    console.log(
+      `${r.name}: ${r.candidate} ${(r.candidateNs / 1000).toFixed(2)} µs, ${r.baseline} ${(r.baselineNs / 1000).toFixed(2)} µs, ratio ${r.ratio.toFixed(2)}${verdict}`,
+    )
+  }
+}

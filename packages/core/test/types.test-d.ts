@@ -1,0 +1,67 @@
+import { describe, expectTypeOf, it } from 'vitest'
+import {
+  all,
+  allSettled,
+  type CanceledError,
+  createPool,
+  createScope,
+  currentScope,
+  type DeadlineExceededError,
+  isCanceled,
+  isDeadlineExceeded,
+  type Pool,
+  type Scope,
+  type Settled,
+  TaskGroup,
+} from '../src/index.js'
+
+describe('public types', () => {
+  it('types all() results as a tuple, awaited, in order', () => {
+    const results = all([() => 1, async () => 'two', (signal: AbortSignal) => signal.aborted])
+    expectTypeOf(results).resolves.toEqualTypeOf<[number, string, boolean]>()
+  })
+
+  it('types allSettled() outcomes per task', () => {
+    const results = allSettled([() => 1, async () => 'two'])
+    expectTypeOf(results).resolves.toEqualTypeOf<[Settled<number>, Settled<string>]>()
+  })
+
+  it('gives tasks an AbortSignal and pools the task result type', () => {
+    const pool: Pool = createPool({ concurrency: 2 })
+    expectTypeOf(pool.run((signal) => signal)).resolves.toEqualTypeOf<AbortSignal>()
+    expectTypeOf(pool.run(async () => ({ id: 1 }))).resolves.toEqualTypeOf<{ id: number }>()
+    expectTypeOf(pool.active).toEqualTypeOf<number>()
+    // @ts-expect-error concurrency is required
+    createPool({})
+  })
+
+  it('exposes the scope contract', () => {
+    const scope = createScope({ timeout: 1 })
+    expectTypeOf(scope.signal).toEqualTypeOf<AbortSignal>()
+    expectTypeOf(scope.deadline).toEqualTypeOf<number | undefined>()
+    expectTypeOf(scope.remaining()).toEqualTypeOf<number>()
+    expectTypeOf(scope.child()).toEqualTypeOf<Scope>()
+    expectTypeOf(scope.run(() => 1)).toEqualTypeOf<number>()
+    expectTypeOf(scope.track(Promise.resolve('x'))).resolves.toEqualTypeOf<string>()
+    expectTypeOf(currentScope()).toEqualTypeOf<Scope | undefined>()
+    // @ts-expect-error scopes are made by createScope() or child()
+    ;new (createScope().constructor as typeof Scope)()
+  })
+
+  it('narrows errors with the guards and keeps literal names', () => {
+    const error: unknown = new Error()
+    if (isDeadlineExceeded(error)) {
+      expectTypeOf(error).toEqualTypeOf<DeadlineExceededError>()
+      expectTypeOf(error.name).toEqualTypeOf<'DeadlineExceededError'>()
+      expectTypeOf(error.code).toEqualTypeOf<'TETHER_DEADLINE_EXCEEDED'>()
+    }
+    if (isCanceled(error)) expectTypeOf(error).toEqualTypeOf<CanceledError>()
+  })
+
+  it('types TaskGroup', () => {
+    const group = new TaskGroup({ limit: 2 })
+    expectTypeOf(group.go).parameter(0).parameter(0).toEqualTypeOf<AbortSignal>()
+    expectTypeOf(group.tryGo(() => 1)).toEqualTypeOf<boolean>()
+    expectTypeOf(group.wait()).resolves.toBeVoid()
+  })
+})
