@@ -14,6 +14,8 @@ export default defineConfig({
     ],
   },
   test: {
+    // In CI a JSON report is written too, from which .ci/run prints its closing "N passed, N failed".
+    reporters: process.env.CI ? ['default', ['json', { outputFile: '.cache/vitest-report.json' }]] : ['default'],
     include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts'],
     // Heap-flatness tests call global.gc().
     execArgv: ['--expose-gc'],
