@@ -1,3 +1,4 @@
+export { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from './deadline-header.js'
 export {
   CanceledError,
   DeadlineExceededError,
@@ -15,3 +16,4 @@ export { type InflightRequest, inspect, type LingeringTask, type Snapshot } from
 export { createPool, type Pool, type PoolOptions, type PoolRunOptions } from './pool.js'
 export { type Counters, LEAK_CHANNEL, type LeakReport, type Logger, onLeak } from './registry.js'
 export { createScope, currentScope, Scope, type ScopeOptions } from './scope.js'
+export { createTether, Tether, type TetherAdapter, type TetherOptions, tightenDeadline } from './tether.js'

@@ -54,6 +54,8 @@ export interface RequestInfo {
   remaining(): number
   /** The logger leak reports of this request's tasks go to. */
   logger(): Logger | undefined
+  /** A task of this request is pending at its end: keep what a report needs while it can. */
+  noteLingering?(): void
 }
 
 /** How a tracked task was started: by a TaskGroup/all/allSettled, a pool, or `scope.track()`. */
@@ -188,6 +190,7 @@ export function scopeEnded(
   task.endedAt = now
   task.request = request
   task.policy = policy
+  request?.noteLingering?.()
   state.ending.push(task)
   if (state.endingCheck === undefined) {
     state.endingCheck = setImmediate(checkEnding)

@@ -80,12 +80,13 @@ export function isDeadlineReason(reason: unknown): boolean {
 }
 
 /**
- * A `CanceledError` with this message, built only if someone reads it.
+ * An abort reason built by `make` only if someone reads it. Pass a module-level `make`: the point
+ * is to allocate next to nothing on the paths every request takes.
  *
  * @internal
  */
-export function lazyCanceled(message: string): unknown {
-  return new LazyReason(() => new CanceledError(message))
+export function lazyReason(make: () => unknown): unknown {
+  return new LazyReason(make)
 }
 
 /** @internal Symbol-keyed members used by the rest of the package (group, pool, request binding). */

@@ -1,1 +1,79 @@
-export {}
+import { createTether, type Scope, type TetherAdapter, type TetherOptions, tightenDeadline } from '@tether/core'
+import type { NextFunction, Request, RequestHandler, Response } from 'express'
+
+declare global {
+  namespace Express {
+    interface Request {
+      /**
+       * The request's scope, set by the `tether()` middleware: its `signal`, `deadline` and
+       * `remaining()`. Everything after the middleware runs inside it, so `currentScope()`,
+       * `all()`, `TaskGroup` and pools bind to the request without being passed anything.
+       */
+      scope: Scope
+    }
+  }
+}
+
+/** Options of {@link tether}: see the core's `TetherOptions`. All optional. */
+export interface TetherExpressOptions extends TetherOptions {}
+
+// Express only knows the route pattern once the router has matched one.
+const expressAdapter: TetherAdapter<Request> = {
+  route: (req) => (req.route ? `${req.baseUrl}${req.route.path}` : undefined),
+}
+
+/**
+ * The tether middleware: gives each request a scope (`req.scope`) whose signal aborts at the
+ * deadline, when the client hangs up, or when the response is finished, and runs the rest of the
+ * chain inside it. At the deadline, if nothing has been sent, the client gets `status` (503) with
+ * a short JSON body; whatever the handler writes afterwards is swallowed and counted.
+ *
+ * Mount it before the routes whose work it should govern.
+ *
+ * @param options - `timeout`, `status`, `deadlineHeader`, `leakAfter`, `captureStacks`, `logger`
+ * @throws TypeError/RangeError at once, naming the option and the value received
+ *
+ * @example
+ * ```ts
+ * app.use(tether({ timeout: 5_000 }))
+ * app.get('/profile', async (req, res) => {
+ *   const [user, feed] = await all([(signal) => users.get(id, { signal }), (signal) => feed.get(id, { signal })])
+ *   res.json({ user, feed })
+ * })
+ * ```
+ */
+export function tether(options?: TetherExpressOptions): RequestHandler {
+  const binding = createTether(options, expressAdapter)
+  return function tetherMiddleware(req: Request, res: Response, next: NextFunction): void {
+    const scope = binding.attach(req, res, req)
+    req.scope = scope
+    scope.run(next)
+  }
+}
+
+/**
+ * Route-level middleware that tightens the current request's deadline to `ms` after the request
+ * arrived (never loosens it). Needs `tether()` earlier in the chain.
+ *
+ * @param ms - a finite number of milliseconds > 0
+ * @throws TypeError/RangeError at once for an invalid `ms`
+ *
+ * @example
+ * ```ts
+ * app.get('/search', timeout(300), searchHandler)
+ * ```
+ */
+export function timeout(ms: number): RequestHandler {
+  if (typeof ms !== 'number') throw new TypeError(`timeout(ms): \`ms\` must be a number, received ${String(ms)}`)
+  if (!Number.isFinite(ms) || ms <= 0) {
+    throw new RangeError(`timeout(ms): \`ms\` must be a finite number > 0 (milliseconds), received ${ms}`)
+  }
+  return function tetherTimeout(req: Request, _res: Response, next: NextFunction): void {
+    if (req.scope === undefined) {
+      next(new Error('timeout() needs the tether() middleware earlier in the chain'))
+      return
+    }
+    tightenDeadline(req.scope, ms)
+    next()
+  }
+}

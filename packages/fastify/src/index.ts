@@ -1,1 +1,119 @@
-export {}
+import { createTether, type Scope, type TetherAdapter, type TetherOptions, tightenDeadline } from '@tether/core'
+import type {
+  FastifyPluginCallback,
+  FastifyReply,
+  FastifyRequest,
+  HookHandlerDoneFunction,
+  RouteOptions,
+} from 'fastify'
+import fp from 'fastify-plugin'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The request's scope, set in `onRequest`: its `signal`, `deadline` and `remaining()`. Hooks
+     * and the handler run inside it, so `currentScope()`, `all()`, `TaskGroup` and pools bind to
+     * the request without being passed anything.
+     */
+    scope: Scope
+  }
+  interface FastifyContextConfig {
+    /** Per-route tether settings. */
+    tether?: {
+      /** Tightens this route's deadline to `timeout` ms after the request arrived. */
+      timeout?: number
+    }
+  }
+}
+
+/**
+ * Options of the plugin: see the core's `TetherOptions`. All optional. Leak reports go to the
+ * request's logger unless `logger` is given.
+ */
+export interface TetherFastifyOptions extends TetherOptions {}
+
+// Fastify never reads a body for these, so their handler runs in the onRequest hook's context.
+const BODYLESS = new Set(['GET', 'HEAD', 'TRACE'])
+
+function reenterScope(request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  // Fastify calls the hooks after body parsing from the request stream's events, outside the
+  // context entered in onRequest; re-enter it, as @fastify/request-context does.
+  request.scope.run(done)
+}
+
+function appendHook<T>(existing: T | T[] | undefined, hook: T): T[] {
+  if (existing === undefined) return [hook]
+  return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
+}
+
+function checkRouteTimeout(route: RouteOptions, value: unknown): number {
+  const where = `route ${route.method} ${route.url}: \`config.tether.timeout\``
+  if (typeof value !== 'number') throw new TypeError(`${where} must be a number, received ${String(value)}`)
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new RangeError(`${where} must be a finite number > 0 (milliseconds), received ${value}`)
+  }
+  return value
+}
+
+const plugin: FastifyPluginCallback<TetherFastifyOptions> = (app, options, done) => {
+  const { logger } = options
+  const adapter: TetherAdapter<FastifyReply> = {
+    route: (reply) => reply.request.routeOptions.url,
+    logger: logger === undefined ? (reply) => reply.log : undefined,
+    writers: (reply) => [[reply, 'send']],
+  }
+  // Throws for invalid options, which fails the registration: `register()`/`ready()` rejects.
+  const binding = createTether(options, adapter)
+
+  app.decorateRequest('scope', null as unknown as Scope)
+
+  app.addHook('onRequest', function tetherOnRequest(request, reply, hookDone) {
+    const scope = binding.attach(request.raw, reply.raw, reply)
+    request.scope = scope
+    scope.run(hookDone)
+  })
+
+  app.addHook('onRoute', (route) => {
+    // handlerTimeout is in Fastify ≥ 5.8's config, not yet in its initialConfig type.
+    const serverHandlerTimeout = (app.initialConfig as { handlerTimeout?: number }).handlerTimeout ?? 0
+    const config = route.config as { tether?: { timeout?: unknown } } | undefined
+    let routeTimeout =
+      config?.tether?.timeout === undefined ? undefined : checkRouteTimeout(route, config.tether.timeout)
+    // Fastify's own handlerTimeout answers at its deadline; the scope aborts then too.
+    const handlerTimeout = route.handlerTimeout ?? serverHandlerTimeout
+    if (handlerTimeout > 0 && (routeTimeout === undefined || handlerTimeout < routeTimeout))
+      routeTimeout = handlerTimeout
+    if (routeTimeout !== undefined) {
+      const ms = routeTimeout
+      route.onRequest = appendHook(route.onRequest, function tetherRouteTimeout(request, _reply, hookDone) {
+        tightenDeadline(request.scope, ms)
+        hookDone()
+      })
+    }
+    const methods = Array.isArray(route.method) ? route.method : [route.method]
+    if (methods.some((method) => !BODYLESS.has(method))) {
+      route.preValidation = appendHook(route.preValidation, reenterScope)
+    }
+    route.handler = binding.guard(route.handler)
+  })
+
+  done()
+}
+
+/**
+ * The tether plugin: gives each request a scope (`request.scope`) whose signal aborts at the
+ * deadline, when the client hangs up, or when the response is finished, and runs hooks and the
+ * handler inside it. At the deadline, if nothing has been sent, the client gets `status` (503)
+ * with a short JSON body; whatever the handler sends, returns or throws afterwards is swallowed
+ * and counted. A route tightens its deadline with `config: { tether: { timeout } }`.
+ *
+ * Register it before the routes whose work it should govern.
+ *
+ * @example
+ * ```ts
+ * await app.register(tether, { timeout: 5_000 })
+ * app.get('/search', { config: { tether: { timeout: 300 } } }, async (request) => search(request.query))
+ * ```
+ */
+export const tether = fp(plugin, { fastify: '5.x', name: '@tether/fastify' })
+export default tether

@@ -1,0 +1,92 @@
+import { type ServerResponse, STATUS_CODES } from 'node:http'
+import { counters } from './registry.js'
+
+/**
+ * Answers a request tether gave up on (deadline passed, server shutting down) with a short JSON
+ * body of the shape Fastify's default error handler uses, so clients of either framework see one
+ * format. Headers the handler had set but not sent are dropped first: a stale `content-length` or
+ * `content-type` must not describe tether's body.
+ *
+ * @internal
+ */
+export function answer(res: ServerResponse, statusCode: number, code: string, message: string, close: boolean): void {
+  for (const name of res.getHeaderNames()) res.removeHeader(name)
+  const body = JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
+  const headers: Record<string, string | number> = {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  }
+  if (close) headers.connection = 'close'
+  res.writeHead(statusCode, headers)
+  res.end(body)
+}
+
+/**
+ * Ends a response whose headers are already out (a stream) in a way the client can see: the
+ * connection is destroyed, so a chunked body ends without its terminating chunk and a
+ * fixed-length body ends short. Both are reported as errors by HTTP clients.
+ *
+ * @internal
+ */
+export function cut(res: ServerResponse): void {
+  res.destroy()
+}
+
+const kSealed = Symbol('tether.sealed')
+
+function countWrite(this: ServerResponse, ...args: unknown[]): ServerResponse {
+  counters.lateWrites++
+  const callback = args.find((arg) => typeof arg === 'function') as (() => void) | undefined
+  // Callers awaiting a write or end callback must not hang forever on a sealed response.
+  if (callback !== undefined) process.nextTick(callback)
+  return this
+}
+
+function countWriteChunk(this: ServerResponse, ...args: unknown[]): boolean {
+  countWrite.apply(this, args)
+  return true
+}
+
+function ignore(this: ServerResponse): ServerResponse {
+  return this
+}
+
+function notSent(): boolean {
+  return false
+}
+
+/**
+ * Makes a response that tether has answered or cut harmless to write to: every write, end and
+ * header call becomes a counted no-op, so a handler that carries on after the deadline cannot
+ * throw `ERR_HTTP_HEADERS_SENT`, crash the process, or reach the client.
+ *
+ * The response also stops reporting `headersSent`. Code that checks it before writing (Express's
+ * final error handler among it) then writes into the void instead of taking its other branch,
+ * which for finalhandler is destroying the socket, and with it the answer tether just sent.
+ *
+ * @internal
+ */
+export function seal(res: ServerResponse): void {
+  const target = res as ServerResponse & { [kSealed]?: true }
+  if (target[kSealed]) return
+  target[kSealed] = true
+  const methods = target as unknown as Record<string, unknown>
+  methods.write = countWriteChunk
+  methods.end = countWrite
+  methods.writeHead = ignore
+  methods.setHeader = ignore
+  methods.setHeaders = ignore
+  methods.appendHeader = ignore
+  methods.removeHeader = ignore
+  methods.flushHeaders = ignore
+  methods.addTrailers = ignore
+  methods.writeContinue = ignore
+  methods.writeProcessing = ignore
+  methods.writeEarlyHints = ignore
+  Object.defineProperty(target, 'headersSent', { configurable: true, get: notSent })
+}
+
+/** Whether {@link seal} has been applied. @internal */
+export function isSealed(res: ServerResponse): boolean {
+  return (res as ServerResponse & { [kSealed]?: true })[kSealed] === true
+}

@@ -1,0 +1,360 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
+import { CanceledError, isShutdown } from './errors.js'
+import { isThenable } from './group.js'
+import { counters, inflight, type Logger, type RequestInfo, type TrackingPolicy } from './registry.js'
+import { answer, cut, seal } from './response.js'
+import {
+  type AbortSubscriber,
+  currentScope,
+  isDeadlineReason,
+  kAbort,
+  kIsAborted,
+  kOnAbort,
+  kRequest,
+  kScopeAborted,
+  kTighten,
+  lazyReason,
+  Scope,
+} from './scope.js'
+import { checkBoolean, checkDuration, checkOptionsObject, received } from './validate.js'
+
+/** Options shared by {@link createTether} and both adapters. All optional. */
+export interface TetherOptions {
+  /**
+   * The request's deadline, in milliseconds from its arrival: a finite number > 0. At the
+   * deadline the scope's signal aborts with `DeadlineExceededError` and, if nothing has been sent
+   * yet, the client is answered with `status`. Route-level timeouts can only make it shorter.
+   * @default undefined (no deadline: the scope still ends when the client hangs up or the
+   *   response is finished)
+   */
+  readonly timeout?: number
+  /**
+   * The HTTP status sent when the deadline passes before anything was sent: 500–599.
+   * @default 503
+   */
+  readonly status?: number
+  /**
+   * The incoming header carrying the caller's remaining budget in integer milliseconds
+   * (`grpc-timeout` is read in gRPC's own format). It can only shorten the deadline; malformed
+   * values are ignored and counted. `false` ignores incoming budgets. `scopedFetch` sends the
+   * remaining budget downstream in the same header.
+   * @default 'x-request-timeout-ms'
+   */
+  readonly deadlineHeader?: string | false
+  /**
+   * Milliseconds after its request ended that a still-pending task is reported as leaked.
+   * @default 10000
+   */
+  readonly leakAfter?: number
+  /**
+   * Record where each tracked task was started, for lingering and leak reports. Costs a stack
+   * trace per task: for debugging, not for production traffic.
+   * @default false
+   */
+  readonly captureStacks?: boolean
+  /**
+   * Where leak reports go: anything with a pino- or console-style `warn(object, message)`.
+   * `false` reports only through `onLeak()` and the diagnostics channel.
+   * @default process warnings (`process.emitWarning`, type `TetherLeakWarning`); the Fastify
+   *   plugin uses the request's logger
+   */
+  readonly logger?: Logger | false
+}
+
+/**
+ * What an adapter tells the core about its requests. Every method is optional; `source` is
+ * whatever the adapter passed to {@link Tether.attach} (Express's `req`, Fastify's `reply`).
+ */
+export interface TetherAdapter<Source = unknown> {
+  /** The route pattern of a request (`/users/:id`), for snapshots and reports. */
+  route?(source: Source): string | undefined
+  /** The logger for leak reports of this request's tasks. */
+  logger?(source: Source): Logger | undefined
+  /**
+   * Framework-level methods that write the response (Fastify's `reply.send`), as
+   * `[object, methodName]` pairs. Once tether has answered or cut the response they become
+   * counted no-ops, like the raw response's own methods.
+   */
+  writers?(source: Source): ReadonlyArray<readonly [object, string]>
+}
+
+const processWarnings: Logger = {
+  warn(_object, message) {
+    process.emitWarning(message ?? 'tether: a task outlived its request', {
+      type: 'TetherLeakWarning',
+      code: 'TETHER_LEAK',
+    })
+  },
+}
+
+// Header names are HTTP tokens; Node gives them to us lowercased.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+
+const kRecord = Symbol('tether.request')
+type TetheredResponse = ServerResponse & { [kRecord]?: TetheredRequest | undefined }
+
+const makeFinished = () => new CanceledError('response finished')
+const makeClientClosed = () => new CanceledError('client closed the connection')
+
+/** One request in flight: what the registry lists and what reacts when its scope aborts. */
+class TetheredRequest implements RequestInfo, AbortSubscriber {
+  scope!: Scope
+  /** The response, until it closes. */
+  res: TetheredResponse | undefined
+  /** The adapter's handle on the request, until the response closes. */
+  source: unknown
+  #route: string | undefined = undefined
+  #logger: Logger | undefined = undefined
+  #described = false
+  /** tether answered or cut the response (deadline, shutdown): later writes and throws are late. */
+  answered = false
+
+  constructor(
+    readonly tether: Tether,
+    readonly method: string,
+    readonly startedAt: number,
+    res: TetheredResponse,
+    source: unknown,
+  ) {
+    this.res = res
+    this.source = source
+  }
+
+  get policy(): TrackingPolicy {
+    return this.tether.policy
+  }
+
+  route(): string | undefined {
+    if (!this.#described && this.source !== undefined) return this.tether.adapter.route?.(this.source)
+    return this.#route
+  }
+
+  logger(): Logger | undefined {
+    if (!this.#described && this.source !== undefined) this.noteLingering()
+    return this.#logger
+  }
+
+  remaining(): number {
+    return this.scope.remaining()
+  }
+
+  /** A task of this request outlived it: keep what a report needs before the request is dropped. */
+  noteLingering(): void {
+    if (this.#described || this.source === undefined) return
+    this.#described = true
+    const { adapter, logger } = this.tether
+    this.#route = adapter.route?.(this.source)
+    this.#logger = logger === false ? undefined : (adapter.logger?.(this.source) ?? logger)
+  }
+
+  /** The scope aborted: answer the client if the reason calls for it, then seal the response. */
+  [kScopeAborted](reason: unknown): void {
+    const res = this.res
+    if (res === undefined) return
+    let status: number
+    let code: string
+    let message: string
+    let close = false
+    if (isDeadlineReason(reason)) {
+      counters.deadlineExceeded++
+      status = this.tether.status
+      code = 'TETHER_DEADLINE_EXCEEDED'
+      message = 'deadline exceeded'
+    } else if (isShutdown(reason)) {
+      counters.abortedByShutdown++
+      status = 503
+      code = 'TETHER_SHUTDOWN'
+      message = 'server is shutting down'
+      close = true
+    } else {
+      return // cancelled: the client is gone or the response is done; nothing to answer
+    }
+    // An abort listener may have answered the request its own way; that answer stands.
+    if (!res.writableEnded) {
+      if (res.headersSent) cut(res)
+      else answer(res, status, code, message, close)
+    }
+    this.answered = true
+    seal(res)
+    const writers = this.source === undefined ? undefined : this.tether.adapter.writers?.(this.source)
+    if (writers !== undefined) for (const [target, method] of writers) sealMethod(target, method)
+  }
+
+  /** The response closed: the request is over, and its scope ends. */
+  close(res: TetheredResponse): void {
+    inflight.delete(this)
+    const scope = this.scope
+    if (!scope[kIsAborted]) {
+      if (res.writableEnded) scope[kAbort](lazyReason(makeFinished))
+      else {
+        counters.clientClosed++
+        scope[kAbort](lazyReason(makeClientClosed))
+      }
+    }
+    this.res = undefined
+    this.source = undefined
+  }
+}
+
+function swallowWrite<T>(this: T): T {
+  counters.lateWrites++
+  return this
+}
+
+function sealMethod(target: object, method: string): void {
+  ;(target as Record<string, unknown>)[method] = swallowWrite
+}
+
+/** A handler's rejection after tether answered its request is late: counted, never re-thrown. */
+function swallowIfAnswered(error: unknown): undefined {
+  const request = currentScope()?.[kRequest]
+  if (request instanceof TetheredRequest && request.answered) {
+    counters.lateWrites++
+    return undefined
+  }
+  throw error
+}
+
+function onResponseClose(this: TetheredResponse): void {
+  const record = this[kRecord]
+  if (record === undefined) return
+  this[kRecord] = undefined
+  record.close(this)
+}
+
+/**
+ * Binds requests to scopes: the framework-neutral core of both adapters, usable on its own with
+ * `node:http`. Create one per server (options are validated once, here), then `attach()` each
+ * request.
+ */
+export class Tether {
+  /** The deadline applied to every request, in ms; `undefined` for none. */
+  readonly timeout: number | undefined
+  /** The status sent when the deadline passes before anything was sent. */
+  readonly status: number
+  /** The incoming budget header, or `undefined` when incoming budgets are ignored. */
+  readonly deadlineHeader: string | undefined
+  /** @internal */
+  readonly policy: TrackingPolicy
+  /** @internal */
+  readonly logger: Logger | false
+  /** @internal */
+  readonly adapter: TetherAdapter
+
+  /**
+   * @param options - see {@link TetherOptions}
+   * @param adapter - how the framework describes its requests (adapters only)
+   * @throws TypeError/RangeError naming the option and the value received
+   */
+  constructor(options?: TetherOptions, adapter: TetherAdapter = {}) {
+    checkOptionsObject('tether', options)
+    const { timeout, status = 503, deadlineHeader = DEFAULT_DEADLINE_HEADER, leakAfter = 10_000 } = options ?? {}
+    if (timeout !== undefined && checkDuration('timeout', timeout) === 0) {
+      throw new RangeError('`timeout` must be greater than 0 (milliseconds), received 0')
+    }
+    if (typeof status !== 'number') throw new TypeError(`\`status\` must be a number, received ${received(status)}`)
+    if (!Number.isInteger(status) || status < 500 || status > 599) {
+      throw new RangeError(`\`status\` must be an HTTP status from 500 to 599, received ${received(status)}`)
+    }
+    if (deadlineHeader !== false && (typeof deadlineHeader !== 'string' || !HEADER_NAME.test(deadlineHeader))) {
+      const what = typeof deadlineHeader === 'string' ? 'a lowercase header name' : 'a header name or false'
+      throw new TypeError(`\`deadlineHeader\` must be ${what}, received ${received(deadlineHeader)}`)
+    }
+    const captureStacks =
+      options?.captureStacks === undefined ? false : checkBoolean('captureStacks', options.captureStacks)
+    const logger = options?.logger
+    if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
+      throw new TypeError(`\`logger\` must have a warn() method, or be false, received ${received(logger)}`)
+    }
+    this.timeout = timeout
+    this.status = status
+    this.deadlineHeader = deadlineHeader === false ? undefined : deadlineHeader
+    this.policy = Object.freeze({ leakAfter: checkDuration('leakAfter', leakAfter), captureStacks })
+    this.logger = logger ?? processWarnings
+    this.adapter = adapter
+  }
+
+  /**
+   * Gives a request its scope. The deadline is the earlier of `timeout` and the caller's budget
+   * header; the scope's signal aborts at the deadline (and the client is answered with `status`
+   * if nothing was sent), when the client hangs up before the response is finished
+   * (`CanceledError`), and when the response is finished (`CanceledError`), so that work still
+   * running learns it should stop. Nothing is left behind once the response closes.
+   *
+   * @param req - the incoming request (`deadlineHeader` is read from it)
+   * @param res - its response (its `close` event ends the scope)
+   * @param source - the adapter's own request object, handed back to the adapter's hooks
+   * @returns the request's scope; run the handler inside it with `scope.run()`
+   *
+   * @example
+   * ```ts
+   * const tether = createTether({ timeout: 5_000 })
+   * http.createServer((req, res) => tether.attach(req, res).run(() => handler(req, res)))
+   * ```
+   */
+  attach(req: IncomingMessage, res: ServerResponse, source?: unknown): Scope {
+    counters.requests++
+    const startedAt = Date.now()
+    let deadline = this.timeout === undefined ? undefined : startedAt + this.timeout
+    const header = this.deadlineHeader
+    if (header !== undefined) {
+      const value = req.headers[header]
+      if (value !== undefined) {
+        const budget = parseBudget(value, header)
+        if (budget === undefined) counters.ignoredDeadlineHeaders++
+        else if (deadline === undefined || startedAt + budget < deadline) deadline = startedAt + budget
+      }
+    }
+    const response = res as TetheredResponse
+    const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, response, source)
+    const scope = Scope.create(undefined, deadline, undefined, record)
+    record.scope = scope
+    inflight.add(record)
+    response[kRecord] = record
+    response.on('close', onResponseClose)
+    // Set last: a budget of 0 aborts the scope at once, and the answer needs all of the above.
+    scope[kOnAbort] = record
+    return scope
+  }
+
+  /**
+   * Wraps a request handler so that, if the promise it returns rejects after tether has answered
+   * the request (deadline, shutdown), the error is counted as a late write and swallowed instead
+   * of reaching the framework's error path. Other outcomes pass through unchanged. The wrapper
+   * must run inside the request's scope (the adapters see to it).
+   */
+  guard<Args extends unknown[], R>(handler: (...args: Args) => R): (...args: Args) => R {
+    return function guarded(this: unknown, ...args: Args): R {
+      const result: unknown = handler.apply(this, args)
+      if (isThenable(result)) return result.then(undefined, swallowIfAnswered) as R
+      return result as R
+    }
+  }
+}
+
+/**
+ * Creates the request binding both adapters are built on; use it directly to bring tether to
+ * `node:http` or another framework.
+ *
+ * @param options - see {@link TetherOptions}
+ * @param adapter - how the framework describes its requests (for adapter authors)
+ * @throws TypeError/RangeError naming the option and the value received
+ */
+export function createTether<Source = unknown>(options?: TetherOptions, adapter?: TetherAdapter<Source>): Tether {
+  return new Tether(options, adapter as TetherAdapter)
+}
+
+/**
+ * Moves a request's deadline to `ms` after the request arrived, if that is earlier than the
+ * deadline it has (a route-level timeout can only tighten). For a scope that is not a request's,
+ * the deadline becomes `ms` from now, again only if earlier.
+ *
+ * @throws TypeError/RangeError for an `ms` that is not a finite number ≥ 0
+ */
+export function tightenDeadline(scope: Scope, ms: number): void {
+  checkDuration('timeout', ms)
+  const request = scope[kRequest]
+  const from = request instanceof TetheredRequest && request.scope === scope ? request.startedAt : Date.now()
+  scope[kTighten](from + ms)
+}
