@@ -1,11 +1,5 @@
 import { createTether, type Scope, type TetherAdapter, type TetherOptions, tightenDeadline } from '@tether/core'
-import type {
-  FastifyPluginCallback,
-  FastifyReply,
-  FastifyRequest,
-  HookHandlerDoneFunction,
-  RouteOptions,
-} from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 
 declare module 'fastify' {
@@ -55,14 +49,15 @@ function checkRouteTimeout(route: RouteOptions, value: unknown): number {
   return value
 }
 
-const plugin: FastifyPluginCallback<TetherFastifyOptions> = (app, options, done) => {
+// An async plugin: an invalid option rejects the registration (`register()`/`ready()`), where a
+// synchronous throw from a callback-style plugin would escape avvio and crash the process.
+const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) => {
   const { logger } = options
   const adapter: TetherAdapter<FastifyReply> = {
     route: (reply) => reply.request.routeOptions.url,
     logger: logger === undefined ? (reply) => reply.log : undefined,
     writers: (reply) => [[reply, 'send']],
   }
-  // Throws for invalid options, which fails the registration: `register()`/`ready()` rejects.
   const binding = createTether(options, adapter)
 
   app.decorateRequest('scope', null as unknown as Scope)
@@ -96,8 +91,6 @@ const plugin: FastifyPluginCallback<TetherFastifyOptions> = (app, options, done)
     }
     route.handler = binding.guard(route.handler)
   })
-
-  done()
 }
 
 /**

@@ -1,0 +1,287 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { all, createPool, currentScope, inspect, isCanceled, isDeadlineExceeded, TaskGroup } from '@tether/core'
+import express, { type Express } from 'express'
+import request from 'supertest'
+import { describe, expect, it } from 'vitest'
+import { type TetherExpressOptions, tether, timeout } from '../src/index.js'
+
+function appWith(options: TetherExpressOptions | undefined, routes: (app: Express) => void): Express {
+  const app = express()
+  app.use(tether({ logger: false, ...options }))
+  routes(app)
+  return app
+}
+
+/** Waits until the counter named moves by `by` (late writes land after the response). */
+async function counterMoved(name: keyof ReturnType<typeof inspect>['counters'], from: number, by = 1) {
+  for (let i = 0; i < 100 && inspect().counters[name] < from + by; i++) await sleep(10)
+  return inspect().counters[name] - from
+}
+
+describe('tether() for Express', () => {
+  it('sets req.scope and runs the rest of the chain inside it, across awaits', async () => {
+    const app = appWith(undefined, (app) => {
+      app.use((req, _res, next) => {
+        ;(req as { seenInMiddleware?: unknown }).seenInMiddleware = currentScope() === req.scope
+        next()
+      })
+      app.get('/', async (req, res) => {
+        await sleep(1)
+        res.json({
+          middleware: (req as { seenInMiddleware?: unknown }).seenInMiddleware,
+          handler: currentScope() === req.scope,
+          deadline: req.scope.deadline ?? null,
+        })
+      })
+    })
+    const response = await request(app).get('/').expect(200)
+    expect(response.body).toEqual({ middleware: true, handler: true, deadline: null })
+  })
+
+  it('binds all(), TaskGroup and pools in handlers to the request without being passed a signal', async () => {
+    const pool = createPool({ concurrency: 2 })
+    const app = appWith(undefined, (app) => {
+      app.get('/', async (req, res) => {
+        const [a] = await all([async (signal) => signal.aborted])
+        const group = new TaskGroup()
+        let groupAborted: boolean | undefined
+        group.go(async (signal) => {
+          groupAborted = signal.aborted
+        })
+        await group.wait()
+        const poolSignal = await pool.run((signal) => signal)
+        res.json({ a, groupAborted, poolUsesRequestSignal: poolSignal === req.scope.signal })
+      })
+    })
+    const response = await request(app).get('/').expect(200)
+    expect(response.body).toEqual({ a: false, groupAborted: false, poolUsesRequestSignal: true })
+  })
+
+  it('answers 503 with a short JSON body at the deadline, and aborts the work with DeadlineExceededError', async () => {
+    let reason: unknown
+    const app = appWith({ timeout: 60 }, (app) => {
+      app.get('/', async (_req, res) => {
+        await all([(signal) => sleep(5_000, undefined, { signal })]).catch((error: unknown) => {
+          reason = error
+        })
+        if (!res.headersSent) res.json({ late: true })
+      })
+    })
+    const started = Date.now()
+    const response = await request(app)
+      .get('/')
+      .expect(503)
+      .expect('content-type', /application\/json/)
+    const elapsed = Date.now() - started
+    expect(response.body).toEqual({
+      statusCode: 503,
+      code: 'TETHER_DEADLINE_EXCEEDED',
+      error: 'Service Unavailable',
+      message: 'deadline exceeded',
+    })
+    // Answered promptly after the deadline; the bound is generous for a shared CI machine.
+    expect(elapsed).toBeGreaterThanOrEqual(55)
+    expect(elapsed).toBeLessThan(60 + 500)
+    await sleep(5)
+    expect(isDeadlineExceeded(reason)).toBe(true)
+  })
+
+  it('answers with the configured status', async () => {
+    const app = appWith({ timeout: 20, status: 504 }, (app) => {
+      app.get('/', (_req, _res) => undefined)
+    })
+    const response = await request(app).get('/').expect(504)
+    expect(response.body.statusCode).toBe(504)
+    expect(response.body.error).toBe('Gateway Timeout')
+  })
+
+  it('swallows and counts what the handler writes after the deadline', async () => {
+    const before = inspect().counters.lateWrites
+    const app = appWith({ timeout: 30 }, (app) => {
+      app.get('/', async (_req, res) => {
+        await sleep(80) // ignores the signal
+        res.status(200).json({ tooLate: true })
+      })
+    })
+    const response = await request(app).get('/').expect(503)
+    expect(response.body.code).toBe('TETHER_DEADLINE_EXCEEDED')
+    expect(await counterMoved('lateWrites', before)).toBe(1)
+  })
+
+  it('ends the scope with a CanceledError once the response is finished, so leftover work is told to stop', async () => {
+    let after: { aborted: boolean; reason: unknown } | undefined
+    const app = appWith(undefined, (app) => {
+      app.get('/', (req, res) => {
+        const { signal } = req.scope
+        signal.addEventListener('abort', () => {
+          after = { aborted: signal.aborted, reason: signal.reason }
+        })
+        res.json({ done: true })
+      })
+    })
+    await request(app).get('/').expect(200)
+    await sleep(5)
+    expect(after?.aborted).toBe(true)
+    expect(isCanceled(after?.reason)).toBe(true)
+    expect((after?.reason as Error | undefined)?.message).toBe('response finished')
+  })
+
+  it('leaves nothing in flight and no timer behind once requests are done', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length
+    const app = appWith({ timeout: 10_000 }, (app) => {
+      app.get('/', (_req, res) => res.json({ ok: true }))
+    })
+    const agent = request(app)
+    await agent.get('/').expect(200)
+    const baseline = timers()
+    for (let i = 0; i < 20; i++) await agent.get('/').expect(200)
+    expect(timers()).toBeLessThanOrEqual(baseline)
+    expect(inspect().inflight).toEqual([])
+  })
+})
+
+describe('the deadline header', () => {
+  const app = () =>
+    appWith({ timeout: 2_000 }, (app) => {
+      app.get('/', (req, res) => {
+        res.json({ remaining: req.scope.remaining() })
+      })
+      app.get('/wait', (_req, _res) => undefined) // never answers: only the deadline does
+    })
+
+  it("tightens the deadline to the caller's remaining budget", async () => {
+    const started = Date.now()
+    await request(app()).get('/wait').set('x-request-timeout-ms', '40').expect(503)
+    expect(Date.now() - started).toBeLessThan(1_000)
+    const response = await request(app()).get('/').set('x-request-timeout-ms', '500').expect(200)
+    expect(response.body.remaining).toBeLessThanOrEqual(500)
+    expect(response.body.remaining).toBeGreaterThan(0)
+  })
+
+  it("never loosens the server's own timeout", async () => {
+    const response = await request(app()).get('/').set('x-request-timeout-ms', '999999').expect(200)
+    expect(response.body.remaining).toBeLessThanOrEqual(2_000)
+  })
+
+  it('answers a budget of 0 at once', async () => {
+    await request(app()).get('/wait').set('x-request-timeout-ms', '0').expect(503)
+  })
+
+  // Unicode digits travel as UTF-8 bytes, which the server reads as latin1: send those bytes.
+  const wire = (text: string) => Buffer.from(text, 'utf8').toString('latin1')
+  const malformed = [
+    '',
+    '-5',
+    '1.5',
+    '1e3',
+    '0x10',
+    '+100',
+    'abc',
+    wire('１００'),
+    wire('١٠٠'),
+    '100ms',
+    '12345678901',
+    '100, 200',
+  ]
+  it.each(malformed)('ignores and counts the malformed value %j', async (value) => {
+    const before = inspect().counters.ignoredDeadlineHeaders
+    const response = await request(app()).get('/').set('x-request-timeout-ms', value).expect(200)
+    expect(response.body.remaining).toBeGreaterThan(1_000)
+    expect(inspect().counters.ignoredDeadlineHeaders).toBe(before + 1)
+  })
+
+  it('reads another header name, and grpc-timeout in its own format', async () => {
+    const custom = appWith({ timeout: 2_000, deadlineHeader: 'x-budget' }, (app) => {
+      app.get('/', (req, res) => res.json({ remaining: req.scope.remaining() }))
+    })
+    const response = await request(custom).get('/').set('x-budget', '300').expect(200)
+    expect(response.body.remaining).toBeLessThanOrEqual(300)
+
+    const grpc = appWith({ timeout: 2_000, deadlineHeader: 'grpc-timeout' }, (app) => {
+      app.get('/', (req, res) => res.json({ remaining: req.scope.remaining() }))
+    })
+    const fromGrpc = await request(grpc).get('/').set('grpc-timeout', '1S').expect(200)
+    expect(fromGrpc.body.remaining).toBeLessThanOrEqual(1_000)
+    expect(fromGrpc.body.remaining).toBeGreaterThan(500)
+  })
+
+  it('is ignored when deadlineHeader is false', async () => {
+    const before = inspect().counters.ignoredDeadlineHeaders
+    const off = appWith({ timeout: 2_000, deadlineHeader: false }, (app) => {
+      app.get('/', (req, res) => res.json({ remaining: req.scope.remaining() }))
+    })
+    const response = await request(off).get('/').set('x-request-timeout-ms', '10').expect(200)
+    expect(response.body.remaining).toBeGreaterThan(1_000)
+    await request(off).get('/').set('x-request-timeout-ms', 'junk').expect(200)
+    expect(inspect().counters.ignoredDeadlineHeaders).toBe(before)
+  })
+})
+
+describe('timeout(ms)', () => {
+  it("tightens the route's deadline", async () => {
+    const app = appWith({ timeout: 5_000 }, (app) => {
+      app.get('/quick', timeout(40), (_req, _res) => undefined)
+      app.get('/remaining', timeout(300), (req, res) => res.json({ remaining: req.scope.remaining() }))
+    })
+    const started = Date.now()
+    await request(app).get('/quick').expect(503)
+    expect(Date.now() - started).toBeLessThan(1_000)
+    const response = await request(app).get('/remaining').expect(200)
+    expect(response.body.remaining).toBeLessThanOrEqual(300)
+  })
+
+  it('never loosens the deadline', async () => {
+    const app = appWith({ timeout: 200 }, (app) => {
+      app.get('/', timeout(60_000), (req, res) => res.json({ remaining: req.scope.remaining() }))
+    })
+    const response = await request(app).get('/').expect(200)
+    expect(response.body.remaining).toBeLessThanOrEqual(200)
+  })
+
+  it('fails the request with a clear error without tether() before it', async () => {
+    const app = express()
+    app.get('/', timeout(100), (_req, res) => res.send('unreachable'))
+    app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500).json({ message: error.message })
+    })
+    const response = await request(app).get('/').expect(500)
+    expect(response.body.message).toMatch(/needs the tether\(\) middleware/)
+  })
+
+  it('rejects an invalid ms at once', () => {
+    expect(() => timeout(0)).toThrow(RangeError)
+    expect(() => timeout(-5)).toThrow(/`ms`.*-5/)
+    expect(() => timeout(Number.NaN)).toThrow(RangeError)
+    expect(() => timeout('100' as never)).toThrow(TypeError)
+  })
+})
+
+describe('options are validated when the middleware is created', () => {
+  const cases: Array<[string, unknown, ErrorConstructor, RegExp]> = [
+    ['a negative timeout', { timeout: -1 }, RangeError, /`timeout`.*-1/],
+    ['a zero timeout', { timeout: 0 }, RangeError, /`timeout`.*0/],
+    ['a string timeout', { timeout: '5000' }, TypeError, /`timeout`.*'5000'/],
+    ['an infinite timeout', { timeout: Number.POSITIVE_INFINITY }, RangeError, /`timeout`/],
+    ['a status that is not 5xx', { status: 200 }, RangeError, /`status`.*200/],
+    ['a string status', { status: '503' }, TypeError, /`status`.*'503'/],
+    ['a header name with spaces', { deadlineHeader: 'x budget' }, TypeError, /`deadlineHeader`.*'x budget'/],
+    ['an uppercase header name', { deadlineHeader: 'X-Budget' }, TypeError, /`deadlineHeader`/],
+    ['a numeric header name', { deadlineHeader: 5 }, TypeError, /`deadlineHeader`.*5/],
+    ['a NaN leakAfter', { leakAfter: Number.NaN }, RangeError, /`leakAfter`/],
+    ['a string captureStacks', { captureStacks: 'yes' }, TypeError, /`captureStacks`.*'yes'/],
+    ['a logger without warn()', { logger: {} }, TypeError, /`logger`/],
+    ['options that are not an object', 'fast', TypeError, /options object.*'fast'/],
+  ]
+  it.each(cases)('throws for %s', (_name, options, type, message) => {
+    expect(() => tether(options as never)).toThrow(type)
+    expect(() => tether(options as never)).toThrow(message)
+  })
+
+  it('works with no options at all', async () => {
+    const app = express()
+    app.use(tether())
+    app.get('/', (req, res) => res.json({ remaining: req.scope.remaining() }))
+    const response = await request(app).get('/').expect(200)
+    expect(response.body.remaining).toBeNull() // Infinity serialises as null: no deadline
+  })
+})

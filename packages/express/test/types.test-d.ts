@@ -1,0 +1,30 @@
+import type { Scope } from '@tether/core'
+import express, { type RequestHandler } from 'express'
+import { describe, expectTypeOf, it } from 'vitest'
+import { type TetherExpressOptions, tether, timeout } from '../src/index.js'
+
+describe('@tether/express types', () => {
+  it('returns Express middleware from tether() and timeout()', () => {
+    expectTypeOf(tether()).toEqualTypeOf<RequestHandler>()
+    expectTypeOf(tether({ timeout: 1_000, status: 504, deadlineHeader: false })).toEqualTypeOf<RequestHandler>()
+    expectTypeOf(timeout(100)).toEqualTypeOf<RequestHandler>()
+    // @ts-expect-error timeout takes milliseconds
+    timeout('100')
+    // @ts-expect-error status is a number
+    tether({ status: '503' })
+  })
+
+  it('augments Request with scope', () => {
+    const app = express()
+    app.use(tether())
+    app.get('/', (req, res) => {
+      expectTypeOf(req.scope).toEqualTypeOf<Scope>()
+      expectTypeOf(req.scope.signal).toEqualTypeOf<AbortSignal>()
+      res.json({ remaining: req.scope.remaining() })
+    })
+  })
+
+  it('exports its options type', () => {
+    expectTypeOf<TetherExpressOptions['timeout']>().toEqualTypeOf<number | undefined>()
+  })
+})

@@ -1,0 +1,111 @@
+import http from 'node:http'
+import { inspect } from '@tether/core'
+import { afterEach, describe, expect, it } from 'vitest'
+import { connect, eventually, hangUpAfter, send } from './support/http.js'
+import { frameworks, type TestServer } from './support/servers.js'
+
+// What a request scope promises, checked against real servers on 127.0.0.1, identically for both
+// adapters. Timing bounds are generous (shared 2-core CI machines); the assertions are about what
+// happens and in which order, not about the scheduler's precision.
+const DEADLINE = 80
+const PROMPT_MS = 400
+
+let server: TestServer | undefined
+afterEach(async () => {
+  await server?.close()
+  server = undefined
+})
+
+describe.each(frameworks)('$name: what a request scope promises', (framework) => {
+  it('answers the timeout status promptly at the deadline, and the fan-out is told to stop', async () => {
+    server = await framework.start({ timeout: DEADLINE })
+    const started = Date.now()
+    const response = await send(`${server.url}/work?ms=5000`)
+    const elapsed = Date.now() - started
+    expect(response.status).toBe(503)
+    expect(JSON.parse(response.body)).toMatchObject({ code: 'TETHER_DEADLINE_EXCEEDED' })
+    expect(elapsed).toBeGreaterThanOrEqual(DEADLINE - 5)
+    expect(elapsed).toBeLessThan(DEADLINE + PROMPT_MS)
+    await eventually(() => server?.events.includes('work stopped: DeadlineExceededError') ?? false)
+  })
+
+  it.each(['late-write', 'late-throw', 'late-timer'])(
+    'swallows and counts what /%s does after the deadline, and keeps the connection usable',
+    async (route) => {
+      server = await framework.start({ timeout: DEADLINE })
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      const before = inspect().counters.lateWrites
+      const response = await send(`${server.url}/${route}`, { agent })
+      expect(response.status).toBe(503)
+      expect(JSON.parse(response.body).code).toBe('TETHER_DEADLINE_EXCEEDED')
+      await eventually(() => inspect().counters.lateWrites > before, 2_000, 'the late write')
+      // The late write did not destroy the kept-alive connection: the next request reuses it.
+      const next = await send(`${server.url}/fast`, { agent })
+      expect(next.status).toBe(200)
+      expect(next.reusedSocket).toBe(true)
+      agent.destroy()
+    },
+  )
+
+  it('cuts a streaming response at the deadline in a way the client can see', async () => {
+    server = await framework.start({ timeout: DEADLINE })
+    const response = await send(`${server.url}/stream`)
+    expect(response.status).toBe(200)
+    expect(response.body).toBe('partial ')
+    expect(response.cut).toBe(true)
+    expect(server.events).toContain('stream: deadline exceeded')
+  })
+
+  it('aborts the signal with CanceledError when the client hangs up, and counts it', async () => {
+    server = await framework.start()
+    const before = inspect().counters.clientClosed
+    await hangUpAfter(`${server.url}/hang`, 50)
+    await eventually(() => server?.events.includes('hang: client closed the connection') ?? false)
+    expect(inspect().counters.clientClosed).toBe(before + 1)
+    await eventually(() => inspect().inflight.length === 0, 2_000, 'no request in flight')
+  })
+
+  it('does not treat reading a POST body as a hang-up, even a body sent slowly', async () => {
+    server = await framework.start()
+    const quick = await send(`${server.url}/echo`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ hello: 'world' }),
+    })
+    expect(JSON.parse(quick.body)).toEqual({ body: { hello: 'world' }, aborted: false })
+
+    // The body arrives in two parts 50 ms apart; Node's req 'close' fires once it is read.
+    const socket = await connect(server.url)
+    const body = JSON.stringify({ slow: true })
+    const reply = new Promise<string>((resolve) => {
+      let data = ''
+      socket.on('data', (chunk) => {
+        data += chunk
+        if (data.includes('}')) resolve(data)
+      })
+    })
+    socket.write(
+      `POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`,
+    )
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    socket.write(body.slice(5))
+    const raw = await reply
+    socket.destroy()
+    expect(raw).toMatch(/^HTTP\/1.1 200/)
+    expect(raw).toContain('{"body":{"slow":true},"aborted":false}')
+  })
+
+  it('leaves nothing in flight after 400 concurrent requests, half of them past their deadline', async () => {
+    server = await framework.start({ timeout: 150 })
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+    const url = server.url
+    const responses = await Promise.all(
+      Array.from({ length: 400 }, (_, i) => send(`${url}/work?ms=${i % 2 === 0 ? 5 : 5_000}`, { agent })),
+    )
+    agent.destroy()
+    const statuses = responses.map((response) => response.status)
+    expect(statuses.filter((status) => status === 200)).toHaveLength(200)
+    expect(statuses.filter((status) => status === 503)).toHaveLength(200)
+    await eventually(() => inspect().inflight.length === 0, 2_000, 'no request in flight')
+  })
+})

@@ -1,0 +1,80 @@
+import http from 'node:http'
+import net from 'node:net'
+
+/** A response as the client saw it. */
+export interface ClientResponse {
+  status: number
+  headers: http.IncomingHttpHeaders
+  body: string
+  /** The request went out on a socket kept alive from an earlier request. */
+  reusedSocket: boolean
+  /** The body ended abnormally (connection cut mid-response). */
+  cut: boolean
+}
+
+export interface ClientRequest {
+  method?: string
+  headers?: Record<string, string>
+  body?: string | Buffer
+  agent?: http.Agent
+}
+
+/** Sends a request with node:http and collects the whole response, noting if it was cut short. */
+export function send(url: string, options: ClientRequest = {}): Promise<ClientResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: options.method ?? 'GET', headers: options.headers, agent: options.agent })
+    req.on('error', reject)
+    req.on('response', (res) => {
+      const chunks: Buffer[] = []
+      let cut = false
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('aborted', () => {
+        cut = true
+      })
+      res.on('error', () => {
+        cut = true
+      })
+      res.on('close', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks).toString(),
+          reusedSocket: req.reusedSocket,
+          cut: cut || !res.complete,
+        }),
+      )
+    })
+    req.end(options.body)
+  })
+}
+
+/** Sends a request and destroys the connection after `ms`, like a client that gives up. */
+export function hangUpAfter(url: string, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const req = http.request(url)
+    req.on('error', () => resolve())
+    req.end()
+    setTimeout(() => {
+      req.destroy()
+      resolve()
+    }, ms)
+  })
+}
+
+/** Opens a raw TCP connection to the server of `url`. */
+export function connect(url: string): Promise<net.Socket> {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => resolve(socket))
+    socket.on('error', reject)
+  })
+}
+
+/** Resolves when `predicate` holds, polling every 5 ms, or rejects after `ms`. */
+export async function eventually(predicate: () => boolean, ms = 2_000, what = 'condition'): Promise<void> {
+  const until = Date.now() + ms
+  while (!predicate()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
