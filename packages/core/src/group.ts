@@ -5,6 +5,8 @@ import {
   currentScope,
   kReason,
   kScopeAborted,
+  kSiblingNext,
+  kSiblingPrev,
   kStartSite,
   kSubscribe,
   kTrack,
@@ -96,7 +98,11 @@ interface Queued {
  */
 export class TaskGroup implements AbortSubscriber {
   /** The most tasks running at once. */
-  readonly limit: number
+  readonly limit: number;
+  /** @internal Links in the parent scope's list. */
+  [kSiblingPrev]: AbortSubscriber | undefined = undefined;
+  /** @internal */
+  [kSiblingNext]: AbortSubscriber | undefined = undefined
   // A group is a lightweight child of its parent scope: it subscribes to the parent's abort
   // instead of being a Scope itself, and owns one AbortController for its tasks.
   #controller: AbortController | undefined = undefined

@@ -16,4 +16,11 @@ export { type InflightRequest, inspect, type LingeringTask, type Snapshot } from
 export { createPool, type Pool, type PoolOptions, type PoolRunOptions } from './pool.js'
 export { type Counters, LEAK_CHANNEL, type LeakReport, type Logger, onLeak } from './registry.js'
 export { createScope, currentScope, Scope, type ScopeOptions } from './scope.js'
-export { createTether, Tether, type TetherAdapter, type TetherOptions, tightenDeadline } from './tether.js'
+export {
+  createTether,
+  swallowLateWrites,
+  Tether,
+  type TetherAdapter,
+  type TetherOptions,
+  tightenDeadline,
+} from './tether.js'

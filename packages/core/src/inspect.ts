@@ -1,4 +1,4 @@
-import { type Counters, counters, describeTask, inflight, type LeakReport, lingering } from './registry.js'
+import { type Counters, counters, describeTask, inflightRequests, type LeakReport, lingering } from './registry.js'
 
 /** A request in progress, as listed by {@link inspect}. */
 export interface InflightRequest {
@@ -38,7 +38,7 @@ export interface Snapshot {
 export function inspect(): Snapshot {
   const now = Date.now()
   const requests: InflightRequest[] = []
-  for (const request of inflight) {
+  for (const request of inflightRequests()) {
     const remaining = request.remaining()
     requests.push({
       method: request.method,

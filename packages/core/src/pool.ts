@@ -5,6 +5,8 @@ import {
   type AbortSubscriber,
   currentScope,
   kScopeAborted,
+  kSiblingNext,
+  kSiblingPrev,
   kSubscribe,
   kTrack,
   kUnsubscribe,
@@ -72,6 +74,8 @@ const neverAborted = new AbortController().signal
  * to its signal), or added as an EventTarget listener object (`handleEvent`) otherwise.
  */
 class Waiting<T> implements AbortSubscriber {
+  [kSiblingPrev]: AbortSubscriber | undefined = undefined;
+  [kSiblingNext]: AbortSubscriber | undefined = undefined
   prev: Waiting<unknown> | undefined = undefined
   next: Waiting<unknown> | undefined = undefined
   /** Starts the task; cleared once the caller has left the queue. */

@@ -94,9 +94,20 @@ export const defaultPolicy: TrackingPolicy = Object.freeze({ leakAfter: 10_000, 
 
 const kState = Symbol.for('tether.registry')
 
+/**
+ * A request in the in-flight list. The list is intrusive (the request carries its own links), so
+ * entering and leaving it allocates nothing and hashes nothing: it happens twice per request.
+ *
+ * @internal
+ */
+export interface InflightEntry extends RequestInfo {
+  inflightPrev: InflightEntry | undefined
+  inflightNext: InflightEntry | undefined
+}
+
 interface RegistryState {
   readonly counters: Counters
-  readonly inflight: Set<RequestInfo>
+  inflightHead: InflightEntry | undefined
   readonly lingering: Set<TrackedTask>
   readonly settledObservers: Set<(pastEndMs: number) => void>
   /** Tasks whose scope just ended, checked once the abort has propagated. */
@@ -123,7 +134,7 @@ if (globals[kState] === undefined) {
       refusedDuringShutdown: 0,
       abortedByShutdown: 0,
     },
-    inflight: new Set(),
+    inflightHead: undefined,
     lingering: new Set(),
     settledObservers: new Set(),
     ending: [],
@@ -136,8 +147,31 @@ const state: RegistryState = globals[kState]
 
 /** The live counters (mutable: the request binding and the pool increment them). @internal */
 export const counters: Counters = state.counters
-/** Requests in flight. @internal */
-export const inflight: Set<RequestInfo> = state.inflight
+/** Adds a request to the in-flight list. @internal */
+export function addInflight(entry: InflightEntry): void {
+  const head = state.inflightHead
+  entry.inflightPrev = undefined
+  entry.inflightNext = head
+  if (head !== undefined) head.inflightPrev = entry
+  state.inflightHead = entry
+}
+
+/** Removes a request from the in-flight list; removing it twice is harmless. @internal */
+export function removeInflight(entry: InflightEntry): void {
+  const { inflightPrev: prev, inflightNext: next } = entry
+  if (prev !== undefined) prev.inflightNext = next
+  else if (state.inflightHead === entry) state.inflightHead = next
+  else return // not listed
+  if (next !== undefined) next.inflightPrev = prev
+  entry.inflightPrev = entry.inflightNext = undefined
+}
+
+/** The requests in flight, oldest last. @internal */
+export function inflightRequests(): InflightEntry[] {
+  const list: InflightEntry[] = []
+  for (let entry = state.inflightHead; entry !== undefined; entry = entry.inflightNext) list.push(entry)
+  return list
+}
 /** Tasks pending past the end of their scope. @internal */
 export const lingering: Set<TrackedTask> = state.lingering
 

@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { CanceledError, DeadlineExceededError, withoutStack } from './errors.js'
 import { defaultPolicy, type RequestInfo, scopeEnded, type TaskKind, TrackedTask, taskSettled } from './registry.js'
+import { cancelTimer, kDue, kExpire, kList, kNext, kPrev, startTimer, type Timed, type TimerList } from './timers.js'
 import { checkDuration, checkOptionsObject, checkSignal, checkTimestamp } from './validate.js'
 
 /** Options of {@link createScope} and {@link Scope.child}. All optional. */
@@ -31,9 +32,6 @@ const storage = new AsyncLocalStorage<Scope>()
 // A symbol property costs a few ns; a WeakMap entry per signal cost ~140 ns on Node 24.
 const kScopeOfSignal = Symbol('tether.scopeOfSignal')
 type TaggedSignal = AbortSignal & { [kScopeOfSignal]?: Scope }
-
-// setTimeout cannot wait longer than this; farther deadlines are reached in hops.
-const MAX_TIMER_DELAY = 2 ** 31 - 1
 
 /**
  * An abort reason made only when someone looks at it. Requests end by the million with a
@@ -80,13 +78,14 @@ export function isDeadlineReason(reason: unknown): boolean {
 }
 
 /**
- * An abort reason built by `make` only if someone reads it. Pass a module-level `make`: the point
- * is to allocate next to nothing on the paths every request takes.
+ * An abort reason built once, the first time someone reads it, then shared by every scope that
+ * aborts with it. For the reasons every request ends with ("response finished"): nobody needs a
+ * distinct error per request, and building none at all is the cheapest.
  *
  * @internal
  */
-export function lazyReason(make: () => unknown): unknown {
-  return new LazyReason(make)
+export function sharedReason(make: () => object): unknown {
+  return new LazyReason(() => Object.freeze(make()))
 }
 
 /** @internal Symbol-keyed members used by the rest of the package (group, pool, request binding). */
@@ -111,13 +110,25 @@ export const kOnAbort = Symbol('tether.scope.onAbort')
 /** @internal The method an {@link AbortSubscriber} is called through. */
 export const kScopeAborted = Symbol('tether.scope.aborted.notify')
 
+/** @internal Links of an {@link AbortSubscriber} in its scope's list. */
+export const kSiblingPrev = Symbol('tether.scope.siblingPrev')
+/** @internal */
+export const kSiblingNext = Symbol('tether.scope.siblingNext')
+
 /**
- * Told when a scope aborts, through the scope's own children set instead of an event listener on
- * its signal: many queued pool calls of one request would otherwise pile listeners on one signal.
+ * Told when a scope aborts: a child scope, a task group, a queued pool call. Subscribers sit in an
+ * intrusive list in the scope (they carry the links), so subscribing allocates nothing, leaving is
+ * O(1), and many queued pool calls of one request do not pile abort listeners on its signal.
  *
  * @internal
  */
-export interface AbortSubscriber {
+export interface AbortSubscriber extends AbortOwner {
+  [kSiblingPrev]: AbortSubscriber | undefined
+  [kSiblingNext]: AbortSubscriber | undefined
+}
+
+/** What a scope notifies when it aborts: its subscribers, and its owner (see `kOnAbort`). @internal */
+export interface AbortOwner {
   [kScopeAborted](reason: unknown): void
 }
 
@@ -136,19 +147,28 @@ export const kUnsubscribe = Symbol('tether.scope.unsubscribe')
  *
  * Create one with {@link createScope} or {@link Scope.child}; the adapters create one per request.
  */
-export class Scope {
+export class Scope implements Timed, AbortSubscriber {
   #ownDeadline: number | undefined
   #parent: Scope | undefined
-  #children: Set<Scope | AbortSubscriber> | undefined = undefined
+  #children: AbortSubscriber | undefined = undefined
   #controller: AbortController | undefined = undefined
   #aborted = false
-  #reason: unknown = undefined
-  #timer: NodeJS.Timeout | undefined = undefined
+  #reason: unknown = undefined;
+  // Links in the parent's list of subscribers, while this scope is a child.
+  [kSiblingPrev]: AbortSubscriber | undefined = undefined;
+  [kSiblingNext]: AbortSubscriber | undefined = undefined;
+  // Links in a shared deadline-timer list (see timers.ts) while a deadline of its own is armed.
+  [kDue] = 0;
+  [kPrev]: Timed | undefined = undefined;
+  [kNext]: Timed | undefined = undefined;
+  [kList]: TimerList | undefined = undefined
   #followed: AbortSignal | undefined = undefined
   #onFollowedAbort: (() => void) | undefined = undefined
+  // When following another scope's signal besides the parent: this scope's entry in its list.
+  #followLink: AbortSubscriber | undefined = undefined
   #tasks: TrackedTask | undefined = undefined
   #request: RequestInfo | undefined
-  #onAbort: AbortSubscriber | undefined = undefined
+  #onAbort: AbortOwner | undefined = undefined
 
   private constructor(parent: Scope | undefined, deadline: number | undefined, request: RequestInfo | undefined) {
     this.#parent = parent
@@ -162,11 +182,12 @@ export class Scope {
     deadline: number | undefined,
     signal: AbortSignal | undefined,
     request?: RequestInfo,
+    now?: number,
   ): Scope {
     if (parent !== undefined) return parent.#spawn(deadline, signal)
     const scope = new Scope(undefined, deadline, request)
     if (signal !== undefined) scope.#follow(signal)
-    if (!scope.#aborted) scope.#arm()
+    if (!scope.#aborted) scope.#arm(now)
     return scope
   }
 
@@ -291,7 +312,7 @@ export class Scope {
    * @internal Sets the owner notified once when this scope aborts, after its signal and its
    * children (a group, or a request binding); notified at once if the scope has already aborted.
    */
-  set [kOnAbort](owner: AbortSubscriber | undefined) {
+  set [kOnAbort](owner: AbortOwner | undefined) {
     if (this.#aborted) owner?.[kScopeAborted](this.#reason)
     else this.#onAbort = owner
   }
@@ -328,13 +349,29 @@ export class Scope {
    */
   [kSubscribe](subscriber: AbortSubscriber): boolean {
     if (this.#aborted) return false
-    this.#adopt(subscriber)
+    const head = this.#children
+    subscriber[kSiblingPrev] = undefined
+    subscriber[kSiblingNext] = head
+    if (head !== undefined) head[kSiblingPrev] = subscriber
+    this.#children = subscriber
     return true
   }
 
-  /** @internal */
+  /** @internal Removes a subscriber; one that is not in the list is left alone. */
   [kUnsubscribe](subscriber: AbortSubscriber): void {
-    this.#children?.delete(subscriber)
+    const prev = subscriber[kSiblingPrev]
+    const next = subscriber[kSiblingNext]
+    if (prev !== undefined) prev[kSiblingNext] = next
+    else if (this.#children === subscriber) this.#children = next
+    else return
+    if (next !== undefined) next[kSiblingPrev] = prev
+    subscriber[kSiblingPrev] = subscriber[kSiblingNext] = undefined
+  }
+
+  /** @internal The parent aborted (it has already dropped its link to this scope). */
+  [kScopeAborted](reason: unknown): void {
+    this.#parent = undefined
+    this.#abort(reason)
   }
 
   /**
@@ -360,8 +397,7 @@ export class Scope {
     const current = this.deadline
     if (current !== undefined && current <= deadline) return
     this.#ownDeadline = deadline
-    if (this.#timer !== undefined) clearTimeout(this.#timer)
-    this.#timer = undefined
+    cancelTimer(this)
     this.#arm()
   }
 
@@ -372,15 +408,10 @@ export class Scope {
       child.#reason = this.#reason
       return child
     }
-    this.#adopt(child)
+    this[kSubscribe](child)
     if (signal !== undefined) child.#follow(signal)
     if (!child.#aborted) child.#arm()
     return child
-  }
-
-  #adopt(child: Scope | AbortSubscriber): void {
-    if (this.#children === undefined) this.#children = new Set()
-    this.#children.add(child)
   }
 
   /** Follows an outside signal: a scope's own signal by link, any other by one listener. */
@@ -391,9 +422,18 @@ export class Scope {
     }
     const parentScope = (signal as TaggedSignal)[kScopeOfSignal]
     if (parentScope !== undefined && parentScope !== this.#parent) {
-      // Adopt the signal's scope as a second parent: it aborts us through its children set,
-      // and we unlink from it on abort like from the primary parent.
-      parentScope.#adopt(this)
+      // The signal's scope becomes a second parent. This scope's own links are taken by the
+      // primary parent's list, so a small entry stands for it in the second one.
+      const link: AbortSubscriber = {
+        [kSiblingPrev]: undefined,
+        [kSiblingNext]: undefined,
+        [kScopeAborted]: (reason: unknown) => {
+          this.#followLink = undefined
+          this.#abort(reason)
+        },
+      }
+      parentScope[kSubscribe](link)
+      this.#followLink = link
       this.#followed = signal
       return
     }
@@ -404,49 +444,38 @@ export class Scope {
   }
 
   /** Arms the deadline timer, unless an ancestor's timer already covers this deadline. */
-  #arm(): void {
+  #arm(now = Date.now()): void {
     const own = this.#ownDeadline
     if (own === undefined) return
     const inherited = this.#parent?.deadline
     if (inherited !== undefined && inherited <= own) return
-    const delay = own - Date.now()
-    if (delay <= 0) {
+    if (own <= now) {
       this.#abort(new LazyReason(makeDeadlineExceeded, true))
       return
     }
-    this.#timer = setTimeout(expire, Math.min(delay, MAX_TIMER_DELAY), this)
-    this.#timer.unref()
+    startTimer(this, own, now)
   }
 
-  /** @internal Timer callback body (see {@link expire}). */
-  static expire(scope: Scope): void {
-    scope.#timer = undefined
-    const own = scope.#ownDeadline
-    if (own !== undefined && own - Date.now() > MAX_TIMER_DELAY / 2) {
-      scope.#arm() // a far deadline, reached in hops
-      return
-    }
-    scope.#abort(new LazyReason(makeDeadlineExceeded, true))
+  /** @internal The deadline timer fired. */
+  [kExpire](): void {
+    this.#abort(new LazyReason(makeDeadlineExceeded, true))
   }
 
   #abort(reason: unknown): void {
     if (this.#aborted) return
     this.#aborted = true
     this.#reason = reason
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer)
-      this.#timer = undefined
-    }
+    if (this[kList] !== undefined) cancelTimer(this)
     this.#unlink()
     // Listeners on the signal run first: one of them may answer the request its own way.
     this.#controller?.abort(reasonValue(reason))
-    const children = this.#children
-    if (children !== undefined) {
-      this.#children = undefined
-      for (const child of children) {
-        if (child instanceof Scope) child.#abortFromParent(this, reason)
-        else child[kScopeAborted](reason)
-      }
+    let child = this.#children
+    this.#children = undefined
+    while (child !== undefined) {
+      const next: AbortSubscriber | undefined = child[kSiblingNext]
+      child[kSiblingPrev] = child[kSiblingNext] = undefined
+      child[kScopeAborted](reason)
+      child = next
     }
     this.#lingerTasks()
     const owner = this.#onAbort
@@ -456,18 +485,11 @@ export class Scope {
     }
   }
 
-  #abortFromParent(parent: Scope, reason: unknown): void {
-    // The aborting parent has already dropped its children set; make sure #unlink does not try
-    // to remove us from it again (it would be harmless, but wasted work).
-    if (this.#parent === parent) this.#parent = undefined
-    this.#abort(reason)
-  }
-
-  /** Leaves the parent's children set and stops listening to a followed signal. */
+  /** Leaves the parent's list and stops following a followed signal. */
   #unlink(): void {
     const parent = this.#parent
     if (parent !== undefined) {
-      parent.#children?.delete(this)
+      parent[kUnsubscribe](this)
       // Keep the deadline readable after the unlink: freeze the inherited one into our own.
       const inherited = parent.deadline
       if (inherited !== undefined && (this.#ownDeadline === undefined || inherited < this.#ownDeadline)) {
@@ -481,9 +503,9 @@ export class Scope {
       if (this.#onFollowedAbort !== undefined) {
         followed.removeEventListener('abort', this.#onFollowedAbort)
         this.#onFollowedAbort = undefined
-      } else {
-        const adopter = (followed as TaggedSignal)[kScopeOfSignal]
-        if (adopter !== undefined) adopter.#children?.delete(this)
+      } else if (this.#followLink !== undefined) {
+        ;(followed as TaggedSignal)[kScopeOfSignal]?.[kUnsubscribe](this.#followLink)
+        this.#followLink = undefined
       }
     }
   }
@@ -501,10 +523,6 @@ export class Scope {
       task = next
     }
   }
-}
-
-function expire(scope: Scope): void {
-  Scope.expire(scope)
 }
 
 function captureStack(): string | undefined {

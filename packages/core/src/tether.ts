@@ -1,12 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { CanceledError, isShutdown } from './errors.js'
-import { isThenable } from './group.js'
-import { counters, inflight, type Logger, type RequestInfo, type TrackingPolicy } from './registry.js'
+import {
+  addInflight,
+  counters,
+  type InflightEntry,
+  type Logger,
+  removeInflight,
+  type TrackingPolicy,
+} from './registry.js'
 import { answer, cut, seal } from './response.js'
 import {
-  type AbortSubscriber,
-  currentScope,
+  type AbortOwner,
   isDeadlineReason,
   kAbort,
   kIsAborted,
@@ -14,8 +19,8 @@ import {
   kRequest,
   kScopeAborted,
   kTighten,
-  lazyReason,
   Scope,
+  sharedReason,
 } from './scope.js'
 import { checkBoolean, checkDuration, checkOptionsObject, received } from './validate.js'
 
@@ -72,11 +77,10 @@ export interface TetherAdapter<Source = unknown> {
   /** The logger for leak reports of this request's tasks. */
   logger?(source: Source): Logger | undefined
   /**
-   * Framework-level methods that write the response (Fastify's `reply.send`), as
-   * `[object, methodName]` pairs. Once tether has answered or cut the response they become
-   * counted no-ops, like the raw response's own methods.
+   * Called once tether has answered or cut the response (and sealed the raw response): neutralise
+   * the framework's own ways of writing, typically with {@link swallowLateWrites}.
    */
-  writers?(source: Source): ReadonlyArray<readonly [object, string]>
+  seal?(source: Source): void
 }
 
 const processWarnings: Logger = {
@@ -94,12 +98,14 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 const kRecord = Symbol('tether.request')
 type TetheredResponse = ServerResponse & { [kRecord]?: TetheredRequest | undefined }
 
-const makeFinished = () => new CanceledError('response finished')
-const makeClientClosed = () => new CanceledError('client closed the connection')
+const responseFinished = sharedReason(() => new CanceledError('response finished'))
+const clientClosed = sharedReason(() => new CanceledError('client closed the connection'))
 
 /** One request in flight: what the registry lists and what reacts when its scope aborts. */
-class TetheredRequest implements RequestInfo, AbortSubscriber {
+class TetheredRequest implements InflightEntry, AbortOwner {
   scope!: Scope
+  inflightPrev: InflightEntry | undefined = undefined
+  inflightNext: InflightEntry | undefined = undefined
   /** The response, until it closes. */
   res: TetheredResponse | undefined
   /** The adapter's handle on the request, until the response closes. */
@@ -107,8 +113,6 @@ class TetheredRequest implements RequestInfo, AbortSubscriber {
   #route: string | undefined = undefined
   #logger: Logger | undefined = undefined
   #described = false
-  /** tether answered or cut the response (deadline, shutdown): later writes and throws are late. */
-  answered = false
 
   constructor(
     readonly tether: Tether,
@@ -175,21 +179,19 @@ class TetheredRequest implements RequestInfo, AbortSubscriber {
       if (res.headersSent) cut(res)
       else answer(res, status, code, message, close)
     }
-    this.answered = true
     seal(res)
-    const writers = this.source === undefined ? undefined : this.tether.adapter.writers?.(this.source)
-    if (writers !== undefined) for (const [target, method] of writers) sealMethod(target, method)
+    if (this.source !== undefined) this.tether.adapter.seal?.(this.source)
   }
 
   /** The response closed: the request is over, and its scope ends. */
   close(res: TetheredResponse): void {
-    inflight.delete(this)
+    removeInflight(this)
     const scope = this.scope
     if (!scope[kIsAborted]) {
-      if (res.writableEnded) scope[kAbort](lazyReason(makeFinished))
+      if (res.writableEnded) scope[kAbort](responseFinished)
       else {
         counters.clientClosed++
-        scope[kAbort](lazyReason(makeClientClosed))
+        scope[kAbort](clientClosed)
       }
     }
     this.res = undefined
@@ -202,18 +204,13 @@ function swallowWrite<T>(this: T): T {
   return this
 }
 
-function sealMethod(target: object, method: string): void {
-  ;(target as Record<string, unknown>)[method] = swallowWrite
-}
-
-/** A handler's rejection after tether answered its request is late: counted, never re-thrown. */
-function swallowIfAnswered(error: unknown): undefined {
-  const request = currentScope()?.[kRequest]
-  if (request instanceof TetheredRequest && request.answered) {
-    counters.lateWrites++
-    return undefined
-  }
-  throw error
+/**
+ * Turns methods of a framework object into counted no-ops (each call adds one to the `lateWrites`
+ * counter and returns the object), for an adapter's `seal` hook: Fastify's `reply.send` once
+ * tether has answered the request.
+ */
+export function swallowLateWrites(target: object, ...methods: string[]): void {
+  for (const method of methods) (target as Record<string, unknown>)[method] = swallowWrite
 }
 
 function onResponseClose(this: TetheredResponse): void {
@@ -308,28 +305,14 @@ export class Tether {
     }
     const response = res as TetheredResponse
     const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, response, source)
-    const scope = Scope.create(undefined, deadline, undefined, record)
+    const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
     record.scope = scope
-    inflight.add(record)
+    addInflight(record)
     response[kRecord] = record
     response.on('close', onResponseClose)
     // Set last: a budget of 0 aborts the scope at once, and the answer needs all of the above.
     scope[kOnAbort] = record
     return scope
-  }
-
-  /**
-   * Wraps a request handler so that, if the promise it returns rejects after tether has answered
-   * the request (deadline, shutdown), the error is counted as a late write and swallowed instead
-   * of reaching the framework's error path. Other outcomes pass through unchanged. The wrapper
-   * must run inside the request's scope (the adapters see to it).
-   */
-  guard<Args extends unknown[], R>(handler: (...args: Args) => R): (...args: Args) => R {
-    return function guarded(this: unknown, ...args: Args): R {
-      const result: unknown = handler.apply(this, args)
-      if (isThenable(result)) return result.then(undefined, swallowIfAnswered) as R
-      return result as R
-    }
   }
 }
 

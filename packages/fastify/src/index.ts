@@ -1,4 +1,11 @@
-import { createTether, type Scope, type TetherAdapter, type TetherOptions, tightenDeadline } from '@tether/core'
+import {
+  createTether,
+  type Scope,
+  swallowLateWrites,
+  type TetherAdapter,
+  type TetherOptions,
+  tightenDeadline,
+} from '@tether/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 
@@ -35,6 +42,38 @@ function reenterScope(request: FastifyRequest, _reply: FastifyReply, done: HookH
   request.scope.run(done)
 }
 
+// Set on a reply when its route handler starts (see sealReply).
+const kHandlerStarted = Symbol('tether.handlerStarted')
+type MarkedReply = FastifyReply & { [kHandlerStarted]?: true }
+
+function markHandlerStart(handler: RouteOptions['handler']): RouteOptions['handler'] {
+  return function tetherHandler(this: unknown, request, reply) {
+    ;(reply as MarkedReply)[kHandlerStarted] = true
+    return handler.call(this as never, request, reply)
+  }
+}
+
+function notSent(): boolean {
+  return false
+}
+
+function ignoreSet(): void {}
+
+/**
+ * tether has answered this request (deadline, shutdown): Fastify's own ways of writing must land
+ * nowhere. `reply.send` becomes a counted no-op. Once the handler has started, the reply also stops
+ * reporting `sent`: Fastify settles a handler's late return value or late rejection through
+ * `reply.send` only when `sent` is false (otherwise it logs FST_ERR_REP_ALREADY_SENT, or "Promise
+ * errored, but reply.sent = true was set"). Before the handler starts `sent` stays true, because
+ * that is what makes Fastify skip a handler whose request has already been answered.
+ */
+function sealReply(reply: FastifyReply): void {
+  swallowLateWrites(reply, 'send')
+  if ((reply as MarkedReply)[kHandlerStarted]) {
+    Object.defineProperty(reply, 'sent', { configurable: true, get: notSent, set: ignoreSet })
+  }
+}
+
 function appendHook<T>(existing: T | T[] | undefined, hook: T): T[] {
   if (existing === undefined) return [hook]
   return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
@@ -56,7 +95,7 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
   const adapter: TetherAdapter<FastifyReply> = {
     route: (reply) => reply.request.routeOptions.url,
     logger: logger === undefined ? (reply) => reply.log : undefined,
-    writers: (reply) => [[reply, 'send']],
+    seal: sealReply,
   }
   const binding = createTether(options, adapter)
 
@@ -89,7 +128,7 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     if (methods.some((method) => !BODYLESS.has(method))) {
       route.preValidation = appendHook(route.preValidation, reenterScope)
     }
-    route.handler = binding.guard(route.handler)
+    route.handler = markHandlerStart(route.handler)
   })
 }
 

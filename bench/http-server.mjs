@@ -1,0 +1,74 @@
+// The benchmark's server process: every contender in ONE process, each on its own port, so that a
+// pair compared window by window shares the same JIT, heap layout and machine state. The driver
+// (bench/http.mjs) brackets each load window with 'begin'/'end' messages; the answer is this
+// process's own CPU time over the window (user + system, all threads).
+import { all } from '@tether/core'
+import { tether as tetherExpress } from '@tether/express'
+import { tether as tetherFastify } from '@tether/fastify'
+import connectTimeout from 'connect-timeout'
+import express from 'express'
+import Fastify from 'fastify'
+
+const TIMEOUT_MS = 10_000 // never reached: the benchmark measures the cost of having a deadline
+const hello = { hello: 'world' }
+const task = async () => 1
+const three = [task, task, task]
+
+function expressApp(kind) {
+  const app = express()
+  if (kind === 'tether') app.use(tetherExpress({ timeout: TIMEOUT_MS, logger: false }))
+  if (kind === 'connect-timeout') app.use(connectTimeout(`${TIMEOUT_MS}ms`))
+  app.get('/', (_req, res) => {
+    res.json(hello)
+  })
+  app.get('/fanout', async (_req, res) => {
+    res.json(kind === 'tether' ? await all(three) : await Promise.all(three.map((t) => t())))
+  })
+  return app
+}
+
+async function fastifyApp(kind) {
+  const app = Fastify(kind === 'handlerTimeout' ? { handlerTimeout: TIMEOUT_MS } : {})
+  if (kind === 'tether') await app.register(tetherFastify, { timeout: TIMEOUT_MS, logger: false })
+  app.get('/', async () => hello)
+  app.get('/fanout', async () => (kind === 'tether' ? all(three) : Promise.all(three.map((t) => t()))))
+  return app
+}
+
+const contenders = {
+  'express bare': () => expressApp('bare'),
+  'express bare (2nd copy)': () => expressApp('bare'),
+  'express + tether': () => expressApp('tether'),
+  'express + connect-timeout': () => expressApp('connect-timeout'),
+  'fastify bare': () => fastifyApp('bare'),
+  'fastify bare (2nd copy)': () => fastifyApp('bare'),
+  'fastify + tether': () => fastifyApp('tether'),
+  'fastify + handlerTimeout': () => fastifyApp('handlerTimeout'),
+}
+
+const ports = {}
+for (const [name, make] of Object.entries(contenders)) {
+  const app = await make()
+  if (typeof app.listen === 'function' && app.server !== undefined) {
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    ports[name] = app.server.address().port
+  } else {
+    const server = app.listen(0, '127.0.0.1')
+    await new Promise((resolve) => server.once('listening', resolve))
+    ports[name] = server.address().port
+  }
+}
+
+let started
+process.on('message', (message) => {
+  if (message === 'begin') {
+    started = process.cpuUsage()
+    process.send({ begun: true })
+  } else if (message === 'end') {
+    const used = process.cpuUsage(started)
+    process.send({ cpuMicros: used.user + used.system, heapUsed: process.memoryUsage().heapUsed })
+  } else if (message === 'exit') {
+    process.exit(0)
+  }
+})
+process.send({ ready: true, ports, node: process.version })

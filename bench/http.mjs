@@ -1,0 +1,192 @@
+// HTTP overhead: server CPU time per request, bare framework vs with tether (and vs its peers),
+// measured the way that survives a shared, noisy 2-core machine:
+//
+// - all contenders live in ONE server process (bench/http-server.mjs), pinned to core 0;
+// - the load generator (wrk, or autocannon if wrk is missing) is pinned to core 1;
+// - the two contenders of a pair are loaded in alternating windows (A B, B A, ...);
+// - each window reads the server's own process.cpuUsage(), so what is compared is CPU per request,
+//   not throughput (which swings ±10% between identical runs here);
+// - the figure is the median over rounds of the per-round ratio baseline ÷ candidate: ≥ 1 means the
+//   candidate costs no more than the baseline.
+//
+//   node bench/http.mjs [--rounds 12] [--seconds 2] [--only fastify] [--json]
+import { execFileSync, spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '12' },
+    seconds: { type: 'string', default: '2' },
+    connections: { type: 'string', default: '32' },
+    only: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+})
+const rounds = Number(values.rounds)
+const seconds = Number(values.seconds)
+const connections = Number(values.connections)
+const require = createRequire(import.meta.url)
+
+/** The comparisons, each a pair loaded in alternation; ratio = baseline CPU/req ÷ candidate CPU/req. */
+export const PAIRS = [
+  {
+    name: 'calibration: express bare vs a 2nd copy',
+    baseline: 'express bare',
+    candidate: 'express bare (2nd copy)',
+    path: '/',
+  },
+  { name: 'express: bare vs tether', baseline: 'express bare', candidate: 'express + tether', path: '/', target: 0.95 },
+  { name: 'fastify: bare vs tether', baseline: 'fastify bare', candidate: 'fastify + tether', path: '/', target: 0.95 },
+  {
+    name: 'fastify: handlerTimeout vs tether',
+    baseline: 'fastify + handlerTimeout',
+    candidate: 'fastify + tether',
+    path: '/',
+    target: 1,
+  },
+  {
+    name: 'express: connect-timeout vs tether',
+    baseline: 'express + connect-timeout',
+    candidate: 'express + tether',
+    path: '/',
+  },
+  {
+    name: 'express fan-out: Promise.all vs all()',
+    baseline: 'express bare',
+    candidate: 'express + tether',
+    path: '/fanout',
+  },
+  {
+    name: 'fastify fan-out: Promise.all vs all()',
+    baseline: 'fastify bare',
+    candidate: 'fastify + tether',
+    path: '/fanout',
+  },
+]
+
+function has(command) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+const pin = has('taskset')
+const withCore = (core, argv) => (pin ? ['taskset', '-c', String(core), ...argv] : argv)
+const generator = has('wrk') ? 'wrk' : 'autocannon'
+
+function median(list) {
+  const sorted = [...list].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+function run(argv) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (chunk) => {
+      out += chunk
+    })
+    child.on('error', reject)
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${argv.join(' ')} exited ${code}`))))
+  })
+}
+
+/** Loads one URL for one window; returns the requests served and the rate. */
+async function load(url) {
+  if (generator === 'wrk') {
+    const out = await run(withCore(1, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, url]))
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1])
+    const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
+    return { requests, rate }
+  }
+  const cli = require.resolve('autocannon/autocannon.js')
+  const out = await run(
+    withCore(1, [process.execPath, cli, '-c', String(connections), '-d', String(seconds), '-j', url]),
+  )
+  const report = JSON.parse(out)
+  return { requests: report.requests.total, rate: report.requests.average }
+}
+
+const server = spawn(
+  withCore(0, [process.execPath])[0],
+  [...withCore(0, [process.execPath]).slice(1), fileURLToPath(new URL('./http-server.mjs', import.meta.url))],
+  {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  },
+)
+const replies = []
+server.on('message', (message) => replies.shift()?.(message))
+const ask = (message) =>
+  new Promise((resolve) => {
+    replies.push(resolve)
+    if (message !== undefined) server.send(message)
+  })
+const { ports, node } = await ask()
+
+async function window(contender, path) {
+  await ask('begin')
+  const { requests, rate } = await load(`http://127.0.0.1:${ports[contender]}${path}`)
+  const { cpuMicros } = await ask('end')
+  return { cpuPerRequest: cpuMicros / requests, rate }
+}
+
+async function comparePair(pair) {
+  for (let i = 0; i < 2; i++) {
+    await window(pair.baseline, pair.path)
+    await window(pair.candidate, pair.path)
+  }
+  const cpuRatios = []
+  const rateRatios = []
+  const base = []
+  const cand = []
+  for (let round = 0; round < rounds; round++) {
+    const first = round % 2 === 0
+    const a = first ? await window(pair.baseline, pair.path) : undefined
+    const b = await window(pair.candidate, pair.path)
+    const baseline = a ?? (await window(pair.baseline, pair.path))
+    base.push(baseline)
+    cand.push(b)
+    cpuRatios.push(baseline.cpuPerRequest / b.cpuPerRequest)
+    rateRatios.push(b.rate / baseline.rate)
+  }
+  return {
+    ...pair,
+    cpuRatio: median(cpuRatios),
+    cpuRatios,
+    rateRatio: median(rateRatios),
+    baselineCpuUs: median(base.map((w) => w.cpuPerRequest)),
+    candidateCpuUs: median(cand.map((w) => w.cpuPerRequest)),
+    baselineRate: median(base.map((w) => w.rate)),
+    candidateRate: median(cand.map((w) => w.rate)),
+  }
+}
+
+const results = []
+for (const pair of PAIRS) {
+  if (values.only && !pair.name.includes(values.only)) continue
+  const result = await comparePair(pair)
+  results.push(result)
+  if (!values.json) {
+    const verdict =
+      pair.target === undefined
+        ? ''
+        : ` (target ≥ ${pair.target}: ${result.cpuRatio >= pair.target ? 'meets' : 'MISSES'})`
+    console.log(
+      `${pair.name} ${pair.path}: CPU/req ${result.baselineCpuUs.toFixed(1)} µs vs ${result.candidateCpuUs.toFixed(1)} µs, ratio ${result.cpuRatio.toFixed(3)}${verdict}; req/s ${Math.round(result.baselineRate)} vs ${Math.round(result.candidateRate)} (${result.rateRatio.toFixed(3)})`,
+    )
+  }
+}
+server.send('exit')
+
+const summary = { node, generator, pinned: pin, rounds, seconds, connections, results }
+if (values.json) console.log(JSON.stringify(summary))
+else
+  console.log(
+    `node ${node}, load by ${generator}${pin ? ', server on core 0, load on core 1' : ''}, ${rounds} rounds of ${seconds} s windows`,
+  )

@@ -1,0 +1,108 @@
+/**
+ * Deadline timers without a timer per deadline. Scopes waiting for a deadline sit in one list per
+ * distinct delay (every request of a server with `timeout: 5000` waits in the same list); each list
+ * owns one unref'd Node timer, armed for its head. Entering and leaving a list is four pointer
+ * writes, where a `setTimeout` per request allocates a Timeout, gives it an async id and inserts it
+ * into Node's own lists; this is Node's timer design with the per-request object taken out.
+ *
+ * Entries of one list are appended in the order they are scheduled, so their due times only grow
+ * (the same delay added to a clock that only moves forward; if the wall clock steps back, an entry
+ * is inserted in order from the tail instead).
+ */
+
+// setTimeout cannot wait longer than this; farther due times are reached in hops.
+const MAX_TIMER_DELAY = 2 ** 31 - 1
+
+/** @internal */
+export const kDue = Symbol('tether.timer.due')
+/** @internal */
+export const kPrev = Symbol('tether.timer.prev')
+/** @internal */
+export const kNext = Symbol('tether.timer.next')
+/** @internal */
+export const kList = Symbol('tether.timer.list')
+/** @internal */
+export const kExpire = Symbol('tether.timer.expire')
+
+/** Something waiting for a due time: the fields are its links in a list. @internal */
+export interface Timed {
+  [kDue]: number
+  [kPrev]: Timed | undefined
+  [kNext]: Timed | undefined
+  [kList]: TimerList | undefined
+  /** Called once the due time has passed. */
+  [kExpire](): void
+}
+
+/** @internal */
+export class TimerList {
+  head: Timed | undefined = undefined
+  tail: Timed | undefined = undefined
+  timer: NodeJS.Timeout | undefined = undefined
+
+  constructor(readonly delay: number) {}
+}
+
+const lists = new Map<number, TimerList>()
+
+/**
+ * Calls `entry[kExpire]()` once `due` (epoch ms) has passed, unless {@link cancelTimer} is called
+ * first. `now` is the current time, passed in because the caller has usually just read it.
+ *
+ * @internal
+ */
+export function startTimer(entry: Timed, due: number, now: number): void {
+  const delay = Math.max(1, Math.min(Math.ceil(due - now), MAX_TIMER_DELAY))
+  let list = lists.get(delay)
+  if (list === undefined) {
+    list = new TimerList(delay)
+    lists.set(delay, list)
+  }
+  entry[kDue] = due
+  entry[kList] = list
+  let before = list.tail
+  while (before !== undefined && before[kDue] > due) before = before[kPrev]
+  const after = before === undefined ? list.head : before[kNext]
+  entry[kPrev] = before
+  entry[kNext] = after
+  if (before === undefined) list.head = entry
+  else before[kNext] = entry
+  if (after === undefined) list.tail = entry
+  else after[kPrev] = entry
+  if (list.timer === undefined) arm(list, now)
+}
+
+/** Takes an entry out of its list, if it is in one. @internal */
+export function cancelTimer(entry: Timed): void {
+  const list = entry[kList]
+  if (list === undefined) return
+  const prev = entry[kPrev]
+  const next = entry[kNext]
+  if (prev === undefined) list.head = next
+  else prev[kNext] = next
+  if (next === undefined) list.tail = prev
+  else next[kPrev] = prev
+  entry[kPrev] = entry[kNext] = entry[kList] = undefined
+  // The list's timer is left armed: if the list stays empty it removes itself when it fires,
+  // which is cheaper than clearing and re-creating a timer for every request of a quiet server.
+}
+
+function arm(list: TimerList, now: number): void {
+  const head = list.head as Timed
+  const wait = Math.max(1, Math.min(Math.ceil(head[kDue] - now), MAX_TIMER_DELAY))
+  list.timer = setTimeout(fire, wait, list)
+  list.timer.unref()
+}
+
+function fire(list: TimerList): void {
+  list.timer = undefined
+  const now = Date.now()
+  let entry = list.head
+  while (entry !== undefined && entry[kDue] <= now) {
+    cancelTimer(entry)
+    entry[kExpire]()
+    entry = list.head
+  }
+  if (list.head === undefined) lists.delete(list.delay)
+  else if (list.timer === undefined) arm(list, now)
+}
