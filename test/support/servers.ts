@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { all } from '@tether/core'
+import { all, type ShutdownReport, shutdown } from '@tether/core'
 import { type TetherExpressOptions, tether as tetherExpress } from '@tether/express'
 import { tether as tetherFastify } from '@tether/fastify'
 import express from 'express'
@@ -15,13 +15,20 @@ export interface TestServer {
   readonly url: string
   readonly events: Events
   readonly server: import('node:http').Server
+  /**
+   * Shuts down gracefully: the core's shutdown() for Express, app.close() for Fastify (which runs
+   * it from its preClose hook; the report is then the core's, read from the same promise).
+   */
+  shutdown(): Promise<ShutdownReport>
   close(): Promise<void>
 }
+
+export type ServerOptions = TetherExpressOptions & { grace?: number }
 
 /** One framework: starts a server with the shared routes below. */
 export interface Framework {
   readonly name: 'express' | 'fastify'
-  start(options?: TetherExpressOptions): Promise<TestServer>
+  start(options?: ServerOptions): Promise<TestServer>
 }
 
 /**
@@ -33,7 +40,8 @@ export interface Framework {
  *   from a timer callback 150 ms later.
  * - `GET /stream`: sends headers and a first chunk, then nothing until its signal aborts.
  * - `POST /echo`: reads a JSON body, waits 30 ms, answers with the body and whether it was aborted.
- * - `GET /hang`: waits until its signal aborts and records the reason.
+ * - `GET /hang`: waits until its signal aborts and records the reason; never answers.
+ * - `GET /finish?ms=N`: ignores its signal and answers after N ms.
  */
 const LATE_MS = 150
 
@@ -60,7 +68,8 @@ export const expressFramework: Framework = {
   async start(options) {
     const events: Events = []
     const app = express()
-    app.use(tetherExpress({ logger: false, ...options }))
+    const { grace: _grace, ...expressOptions } = options ?? {}
+    app.use(tetherExpress({ logger: false, ...expressOptions }))
     app.get('/fast', (_req, res) => {
       res.json({ ok: true })
     })
@@ -91,13 +100,22 @@ export const expressFramework: Framework = {
     app.get('/hang', (req) => {
       recordAbort(events, 'hang', req.scope.signal)
     })
+    app.get('/finish', async (req, res) => {
+      await sleep(Number(req.query.ms ?? 0))
+      res.json({ finished: true })
+    })
+    const grace = options?.grace
     const server = app.listen(0, '127.0.0.1')
     const url = await listening(server)
     return {
       url,
       events,
       server,
-      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      shutdown: () => shutdown(server, { grace }),
+      close: () => {
+        server.closeAllConnections()
+        return new Promise<void>((resolve) => server.close(() => resolve()))
+      },
     }
   },
 }
@@ -137,11 +155,20 @@ export const fastifyFramework: Framework = {
     app.get('/hang', (request) => {
       recordAbort(events, 'hang', request.scope.signal)
     })
+    app.get<{ Querystring: { ms?: string } }>('/finish', async (request) => {
+      await sleep(Number(request.query.ms ?? 0))
+      return { finished: true }
+    })
     await app.listen({ port: 0, host: '127.0.0.1' })
     return {
       url: await listening(app.server),
       events,
       server: app.server,
+      async shutdown() {
+        await app.close()
+        // The plugin's preClose ran the core's shutdown; calling it again returns the same promise.
+        return shutdown(app.server)
+      },
       close: () => app.close(),
     }
   },

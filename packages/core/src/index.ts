@@ -1,3 +1,4 @@
+export { trackConnections } from './connections.js'
 export { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from './deadline-header.js'
 export {
   CanceledError,
@@ -11,11 +12,14 @@ export {
   TetherError,
   type TetherErrorOptions,
 } from './errors.js'
+export { createScopedFetch, type ScopedFetchOptions, scopedFetch } from './fetch.js'
 export { all, allSettled, type Settled, type Task, TaskGroup, type TaskGroupOptions } from './group.js'
+export { type HardenedTimeouts, type HardenOptions, hardenServer, resolveHardening } from './harden.js'
 export { type InflightRequest, inspect, type LingeringTask, type Snapshot } from './inspect.js'
 export { createPool, type Pool, type PoolOptions, type PoolRunOptions } from './pool.js'
 export { type Counters, LEAK_CHANNEL, type LeakReport, type Logger, onLeak } from './registry.js'
 export { createScope, currentScope, Scope, type ScopeOptions } from './scope.js'
+export { resolveShutdown, type ShutdownOptions, type ShutdownReport, shutdown } from './shutdown.js'
 export {
   createTether,
   swallowLateWrites,

@@ -1,4 +1,5 @@
 import diagnostics from 'node:diagnostics_channel'
+import type { Scope } from './scope.js'
 
 /**
  * Process-wide bookkeeping: cumulative counters, the requests in flight, and the tasks that
@@ -56,6 +57,8 @@ export interface RequestInfo {
   logger(): Logger | undefined
   /** A task of this request is pending at its end: keep what a report needs while it can. */
   noteLingering?(): void
+  /** The header budgets are read from and sent in, or `undefined` when budgets are off. */
+  readonly deadlineHeader: string | undefined
 }
 
 /** How a tracked task was started: by a TaskGroup/all/allSettled, a pool, or `scope.track()`. */
@@ -103,6 +106,10 @@ const kState = Symbol.for('tether.registry')
 export interface InflightEntry extends RequestInfo {
   inflightPrev: InflightEntry | undefined
   inflightNext: InflightEntry | undefined
+  /** The server the request arrived on (none for injected requests). */
+  readonly server: object | undefined
+  /** The request's scope. */
+  readonly scope: Scope
 }
 
 interface RegistryState {

@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { adoptSocket } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { CanceledError, isShutdown } from './errors.js'
 import {
@@ -118,6 +119,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     readonly tether: Tether,
     readonly method: string,
     readonly startedAt: number,
+    readonly server: Server | undefined,
     res: TetheredResponse,
     source: unknown,
   ) {
@@ -127,6 +129,10 @@ class TetheredRequest implements InflightEntry, AbortOwner {
 
   get policy(): TrackingPolicy {
     return this.tether.policy
+  }
+
+  get deadlineHeader(): string | undefined {
+    return this.tether.deadlineHeader
   }
 
   route(): string | undefined {
@@ -304,7 +310,8 @@ export class Tether {
       }
     }
     const response = res as TetheredResponse
-    const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, response, source)
+    const server = adoptSocket(req.socket)
+    const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, response, source)
     const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
     record.scope = scope
     addInflight(record)

@@ -1,10 +1,16 @@
 import {
   createTether,
+  type HardenOptions,
+  hardenServer,
+  resolveHardening,
+  resolveShutdown,
   type Scope,
+  shutdown,
   swallowLateWrites,
   type TetherAdapter,
   type TetherOptions,
   tightenDeadline,
+  trackConnections,
 } from '@tether/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
@@ -28,10 +34,24 @@ declare module 'fastify' {
 }
 
 /**
- * Options of the plugin: see the core's `TetherOptions`. All optional. Leak reports go to the
- * request's logger unless `logger` is given.
+ * Options of the plugin: the core's `TetherOptions`, plus the server's lifecycle. All optional.
+ * Leak reports go to the request's logger unless `logger` is given.
  */
-export interface TetherFastifyOptions extends TetherOptions {}
+export interface TetherFastifyOptions extends TetherOptions {
+  /**
+   * Applies `hardenServer()` to `app.server` when the plugin is registered: `true` for tether's
+   * defaults, or its options. It sets the server's header, request and keep-alive timeouts,
+   * overriding Fastify's `requestTimeout` and `keepAliveTimeout`.
+   * @default false
+   */
+  readonly harden?: boolean | HardenOptions
+  /**
+   * Milliseconds `app.close()` gives in-flight requests to finish before their scopes are aborted
+   * and they are answered 503 (see the core's `shutdown()`).
+   * @default 10000
+   */
+  readonly grace?: number
+}
 
 // Fastify never reads a body for these, so their handler runs in the onRequest hook's context.
 const BODYLESS = new Set(['GET', 'HEAD', 'TRACE'])
@@ -91,13 +111,24 @@ function checkRouteTimeout(route: RouteOptions, value: unknown): number {
 // An async plugin: an invalid option rejects the registration (`register()`/`ready()`), where a
 // synchronous throw from a callback-style plugin would escape avvio and crash the process.
 const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) => {
-  const { logger } = options
+  const { harden = false, grace, ...tetherOptions } = options
+  const { logger } = tetherOptions
+  // Every option is checked here, before anything is wired: a bad one fails the registration.
+  const shutdownOptions = resolveShutdown({ grace })
+  const hardening = harden === false ? undefined : resolveHardening(harden === true ? undefined : harden)
   const adapter: TetherAdapter<FastifyReply> = {
     route: (reply) => reply.request.routeOptions.url,
     logger: logger === undefined ? (reply) => reply.log : undefined,
     seal: sealReply,
   }
-  const binding = createTether(options, adapter)
+  const binding = createTether(tetherOptions, adapter)
+
+  if (hardening !== undefined) hardenServer(app.server, hardening)
+  else trackConnections(app.server)
+  // app.close() drains, then aborts, in-flight requests (Fastify alone would only refuse new ones).
+  app.addHook('preClose', async () => {
+    if (app.server.listening) await shutdown(app.server, shutdownOptions)
+  })
 
   app.decorateRequest('scope', null as unknown as Scope)
 

@@ -1,0 +1,106 @@
+import type { Server } from 'node:http'
+import { trackServer } from './connections.js'
+import { checkDuration, checkOptionsObject, received } from './validate.js'
+
+/** Options of {@link hardenServer}. All optional; each is in milliseconds. */
+export interface HardenOptions {
+  /**
+   * How long a client may take to send the request headers (Node's `server.headersTimeout`): a
+   * client that trickles its headers (slowloris) is cut with 408 after this, within one
+   * `checkInterval`. Must be > 0 and no longer than `requestTimeout`.
+   * @default 10000 (Node: 60000)
+   */
+  readonly headersTimeout?: number
+  /**
+   * How long a client may take to send the whole request, body included (Node's
+   * `server.requestTimeout`). `0` disables it, for servers that accept long uploads.
+   * @default 30000 (Node: 300000; Fastify: 0, disabled)
+   */
+  readonly requestTimeout?: number
+  /**
+   * How long an idle keep-alive connection is kept open (Node's `server.keepAliveTimeout`). Behind
+   * a load balancer, make it longer than the balancer's own idle timeout. Must be > 0.
+   * @default 5000 (Node: 5000; Fastify: 72000)
+   */
+  readonly keepAliveTimeout?: number
+  /**
+   * How often Node checks the header and request timeouts (`connectionsCheckingInterval`). Node
+   * checks every 30 s by default, so a slow client can hold a socket 30 s past its timeout.
+   * @default 1000
+   */
+  readonly checkInterval?: number
+}
+
+/** The timeouts {@link hardenServer} applies, all in milliseconds. */
+export interface HardenedTimeouts {
+  readonly headersTimeout: number
+  readonly requestTimeout: number
+  readonly keepAliveTimeout: number
+  readonly checkInterval: number
+}
+
+function positive(name: string, value: unknown): number {
+  const ms = checkDuration(name, value)
+  if (ms === 0) throw new RangeError(`\`${name}\` must be greater than 0 (milliseconds), received 0`)
+  return ms
+}
+
+/**
+ * Validates hardening options and fills in the defaults.
+ *
+ * @throws TypeError/RangeError naming the option and the value received, or the inconsistency
+ */
+export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
+  checkOptionsObject('hardenServer()', options)
+  const headersTimeout = positive('headersTimeout', options?.headersTimeout ?? 10_000)
+  const requestTimeout = checkDuration('requestTimeout', options?.requestTimeout ?? 30_000)
+  const keepAliveTimeout = positive('keepAliveTimeout', options?.keepAliveTimeout ?? 5_000)
+  const checkInterval = positive('checkInterval', options?.checkInterval ?? 1_000)
+  if (requestTimeout !== 0 && headersTimeout > requestTimeout) {
+    throw new RangeError(
+      `\`headersTimeout\` (${received(headersTimeout)}) must not be longer than \`requestTimeout\` (${received(requestTimeout)}): the headers are part of the request`,
+    )
+  }
+  return { headersTimeout, requestTimeout, keepAliveTimeout, checkInterval }
+}
+
+type CheckingServer = Server & { connectionsCheckingInterval?: number }
+
+/**
+ * Node sets up its timeout checker when the server starts listening, from
+ * `server.connectionsCheckingInterval`. Before that, setting the property is enough; after, the
+ * checker is set up again through Node's own 'listening' handler (`setupConnectionsTracking`, in
+ * Node 18 to 24), which clears the old interval first.
+ */
+function setCheckInterval(server: CheckingServer, ms: number): void {
+  server.connectionsCheckingInterval = ms
+  if (!server.listening) return
+  const setup = server.listeners('listening').find((listener) => listener.name === 'setupConnectionsTracking')
+  if (setup !== undefined) setup.call(server)
+}
+
+/**
+ * Applies safe timeouts to a Node `http.Server` (the one `app.listen()` returns, or Fastify's
+ * `app.server`): header and whole-request timeouts, the keep-alive idle timeout, and a checking
+ * interval short enough that they are enforced promptly. It also starts tracking the server's
+ * connections for {@link shutdown}. Call it right after creating or listening.
+ *
+ * @param server - the server to harden
+ * @param options - `headersTimeout`, `requestTimeout`, `keepAliveTimeout`, `checkInterval` (ms)
+ * @returns the same server
+ * @throws TypeError/RangeError naming the option and the value received, or the inconsistency
+ *
+ * @example
+ * ```ts
+ * const server = hardenServer(app.listen(3000), { keepAliveTimeout: 65_000 }) // behind a 60 s balancer
+ * ```
+ */
+export function hardenServer<S extends Server>(server: S, options?: HardenOptions): S {
+  const timeouts = resolveHardening(options)
+  server.headersTimeout = timeouts.headersTimeout
+  server.requestTimeout = timeouts.requestTimeout
+  server.keepAliveTimeout = timeouts.keepAliveTimeout
+  setCheckInterval(server, timeouts.checkInterval)
+  trackServer(server)
+  return server
+}

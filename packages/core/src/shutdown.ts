@@ -1,0 +1,180 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { Server as NetServer, type Socket } from 'node:net'
+import { trackServer } from './connections.js'
+import { ShutdownError, withoutStack } from './errors.js'
+import { counters, inflightRequests } from './registry.js'
+import { answer, cut, isSealed, seal } from './response.js'
+import { kAbort } from './scope.js'
+import { checkDuration, checkOptionsObject } from './validate.js'
+
+/** Options of {@link shutdown}. */
+export interface ShutdownOptions {
+  /**
+   * Milliseconds in-flight requests get to finish normally. After it, their scopes are aborted
+   * with a `ShutdownError` and any that has not answered gets 503.
+   * @default 10000
+   */
+  readonly grace?: number
+}
+
+/** What {@link shutdown} did. */
+export interface ShutdownReport {
+  /** Requests in flight when shutdown began that finished within the grace period. */
+  readonly finished: number
+  /** Requests still unfinished when the grace period ran out: aborted, answered 503 or cut. */
+  readonly aborted: number
+  /** Requests that arrived on open connections during shutdown and were answered 503. */
+  readonly refused: number
+  /** Idle keep-alive connections closed at once. */
+  readonly idleClosed: number
+  /** How long shutdown took, in milliseconds. */
+  readonly durationMs: number
+}
+
+// After the grace period, answers (503s and cuts) get this long to reach the clients before every
+// connection left is destroyed: a handler that ignores its signal cannot hold shutdown longer.
+const FLUSH_MS = 1_000
+
+type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
+
+function refuse(_req: IncomingMessage, res: ServerResponse): void {
+  counters.refusedDuringShutdown++
+  answer(res, 503, 'TETHER_SHUTDOWN', 'server is shutting down', true)
+}
+
+function delay(ms: number): { promise: Promise<void>; cancel(): void } {
+  let timer: NodeJS.Timeout | undefined
+  const promise = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms)
+  })
+  return { promise, cancel: () => clearTimeout(timer) }
+}
+
+/**
+ * Shuts an HTTP server down gracefully, the way Go's `http.Server.Shutdown` does plus what it
+ * lacks (telling handlers to stop):
+ *
+ * 1. stops accepting connections;
+ * 2. closes idle keep-alive connections at once; a connection accepted but not yet read counts as
+ *    in flight, not idle;
+ * 3. answers requests that arrive on open connections with 503 and `Connection: close`;
+ * 4. gives in-flight requests `grace` ms to finish, and closes each connection as its response ends;
+ * 5. then aborts their scopes with a `ShutdownError` (so handlers stop), answers 503 to any that
+ *    has not answered and cuts any half-sent response;
+ * 6. and closes every connection left, at most a second later.
+ *
+ * It never hangs: a handler that ignores its signal holds it at most `grace` plus one second.
+ * Calling it again returns the same promise. The Fastify plugin runs it from `app.close()`.
+ *
+ * @param server - the server (`app.listen()`'s return value, or Fastify's `app.server`)
+ * @param options - `grace` (ms, default 10000)
+ * @returns what happened: how many requests finished, were aborted, were refused
+ * @throws TypeError/RangeError (at once) for an invalid `grace`
+ *
+ * @example
+ * ```ts
+ * process.once('SIGTERM', async () => {
+ *   const report = await shutdown(server, { grace: 20_000 })
+ *   console.log('shut down', report)
+ * })
+ * ```
+ */
+export function shutdown(server: Server, options?: ShutdownOptions): Promise<ShutdownReport> {
+  const { grace } = resolveShutdown(options)
+  const state = trackServer(server)
+  state.shutdown ??= run(server, state.sockets as Set<ServerSocket>, grace)
+  return state.shutdown as Promise<ShutdownReport>
+}
+
+/**
+ * Validates shutdown options and fills in the defaults (for adapters that validate up front).
+ *
+ * @throws TypeError/RangeError naming the option and the value received
+ */
+export function resolveShutdown(options?: ShutdownOptions): Required<ShutdownOptions> {
+  checkOptionsObject('shutdown()', options)
+  return { grace: options?.grace === undefined ? 10_000 : checkDuration('grace', options.grace) }
+}
+
+async function run(server: Server, sockets: Set<ServerSocket>, grace: number): Promise<ShutdownReport> {
+  const started = Date.now()
+  let finished = 0
+  let aborted = 0
+  let idleClosed = 0
+  const refusedBefore = counters.refusedDuringShutdown
+
+  // Stop accepting. net's close, not http's: http's would also close the connections Node's own
+  // parser bookkeeping calls idle. tether decides that below, by the rules documented here
+  // (a connection not read yet is in flight), so that they hold whatever Node version runs it.
+  if (server.listening) NetServer.prototype.close.call(server)
+  server.removeAllListeners('request')
+  server.on('request', refuse)
+
+  let gracePassed = false
+  const pending = new Set<ServerResponse>()
+  let settle: () => void = () => undefined
+  const drained = new Promise<void>((resolve) => {
+    settle = resolve
+  })
+  const checkDrained = () => {
+    if (sockets.size === 0) settle()
+  }
+  const onResponseClose = (res: ServerResponse) => {
+    pending.delete(res)
+    if (!gracePassed && res.writableEnded) finished++
+    // Keep-alive was promised before shutdown began: close the connection now that it is idle.
+    const socket = res.socket as ServerSocket | null
+    if (socket && !socket._httpMessage) socket.destroy()
+  }
+  for (const socket of sockets) {
+    socket.once('close', checkDrained)
+    const res = socket._httpMessage
+    if (res && !res.writableEnded) {
+      pending.add(res)
+      if (!res.headersSent) res.shouldKeepAlive = false // Node then answers with Connection: close
+      res.once('close', () => onResponseClose(res))
+    } else if (socket.bytesRead > 0) {
+      socket.destroy() // idle keep-alive
+      idleClosed++
+    }
+  }
+  checkDrained()
+
+  const graceTimer = delay(grace)
+  await Promise.race([drained, graceTimer.promise])
+  graceTimer.cancel()
+  gracePassed = true
+
+  if (sockets.size > 0) {
+    const reason = withoutStack(() => new ShutdownError())
+    // Tether's own requests: abort their scopes, which answers 503 or cuts them and seals them.
+    for (const request of inflightRequests()) {
+      if (request.server === server && request.scope !== undefined) request.scope[kAbort](reason)
+    }
+    // Any other response still open on this server gets the same treatment.
+    for (const res of pending) {
+      aborted++
+      if (isSealed(res) || res.writableEnded) continue
+      if (res.headersSent) cut(res)
+      else answer(res, 503, 'TETHER_SHUTDOWN', 'server is shutting down', true)
+      seal(res)
+    }
+    if (pending.size > 0) {
+      const flush = delay(FLUSH_MS)
+      await Promise.race([drained, flush.promise])
+      flush.cancel()
+    }
+    for (const socket of sockets) socket.destroy()
+  }
+  // Connections tether never saw (accepted before tracking began) are Node's to list: close them
+  // too. Then http's own close clears its timeout checker; the server itself is closed already.
+  server.closeAllConnections()
+  server.close(() => undefined)
+  return {
+    finished,
+    aborted,
+    refused: counters.refusedDuringShutdown - refusedBefore,
+    idleClosed,
+    durationMs: Date.now() - started,
+  }
+}

@@ -1,0 +1,115 @@
+import http from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { inspect } from '@tether/core'
+import { afterEach, describe, expect, it } from 'vitest'
+import { connect, eventually, send } from './support/http.js'
+import { frameworks, type TestServer } from './support/servers.js'
+
+// Graceful shutdown against real servers on 127.0.0.1, for both adapters: Express through the
+// core's shutdown(), Fastify through app.close(). Bounds are generous; the order of what happens
+// is what is checked.
+const GRACE = 500
+const BOUND = 1_000 + 700 // the flush bound after the grace period, plus slack for a busy CI machine
+
+let server: TestServer | undefined
+afterEach(async () => {
+  await server?.close().catch(() => undefined)
+  server = undefined
+})
+
+/** Reads raw bytes from a socket until it closes. */
+function readUntilClosed(socket: import('node:net').Socket): Promise<{ data: string; closedAt: number }> {
+  let data = ''
+  socket.on('data', (chunk) => {
+    data += chunk
+  })
+  return new Promise((resolve) => socket.on('close', () => resolve({ data, closedAt: Date.now() })))
+}
+
+describe.each(frameworks)('$name: graceful shutdown', (framework) => {
+  it('lets quick requests finish with 200, tells stuck ones to stop and answers them 503, and returns within grace plus a short bound', async () => {
+    server = await framework.start({ grace: GRACE })
+    const url = server.url
+    const quick = Array.from({ length: 3 }, () => send(`${url}/finish?ms=100`))
+    const stuck = Array.from({ length: 2 }, () => send(`${url}/hang`))
+    await eventually(() => inspect().inflight.length >= 5, 2_000, 'requests in flight')
+
+    const started = Date.now()
+    const report = await server.shutdown()
+    const took = Date.now() - started
+
+    for (const response of await Promise.all(quick)) expect(response.status).toBe(200)
+    for (const response of await Promise.all(stuck)) {
+      expect(response.status).toBe(503)
+      expect(JSON.parse(response.body).code).toBe('TETHER_SHUTDOWN')
+      expect(response.headers.connection).toBe('close')
+    }
+    expect(server.events.filter((event) => event === 'hang: server is shutting down')).toHaveLength(2)
+    expect(report).toMatchObject({ finished: 3, aborted: 2 })
+    expect(took).toBeGreaterThanOrEqual(GRACE - 10)
+    expect(took).toBeLessThan(GRACE + BOUND)
+    await eventually(() => inspect().inflight.length === 0, 2_000, 'nothing in flight')
+  })
+
+  it('returns as soon as in-flight requests are done, well before the grace period', async () => {
+    server = await framework.start({ grace: 10_000 })
+    const quick = send(`${server.url}/finish?ms=100`)
+    await eventually(() => inspect().inflight.length >= 1, 2_000, 'a request in flight')
+    const started = Date.now()
+    const report = await server.shutdown()
+    expect(Date.now() - started).toBeLessThan(2_000)
+    expect((await quick).status).toBe(200)
+    expect(report.finished).toBe(1)
+    expect(report.aborted).toBe(0)
+  })
+
+  it('refuses new connections once shutdown has begun', async () => {
+    server = await framework.start({ grace: GRACE })
+    const stuck = send(`${server.url}/hang`)
+    await eventually(() => inspect().inflight.length >= 1, 2_000, 'a request in flight')
+    const done = server.shutdown()
+    await sleep(20)
+    await expect(send(`${server.url}/fast`)).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+    await done
+    await stuck
+  })
+
+  it('closes idle keep-alive connections at once, answers 503 with Connection: close on open ones, and treats a connection not yet read as in flight', async () => {
+    server = await framework.start({ grace: GRACE })
+    const url = server.url
+    // An idle keep-alive connection: one request answered, nothing more.
+    const idle = await connect(url)
+    const idleClosed = readUntilClosed(idle)
+    idle.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    await eventually(() => idle.bytesRead > 0, 2_000, 'the idle connection to be answered')
+    // A connection accepted but not read yet: its request comes only after shutdown began.
+    const fresh = await connect(url)
+    const freshAnswer = readUntilClosed(fresh)
+    // A connection with a request in flight, which keeps it open.
+    const busy = send(`${url}/finish?ms=200`, { agent: new http.Agent({ keepAlive: true }) })
+    await eventually(() => inspect().inflight.length >= 1, 2_000, 'a request in flight')
+
+    const started = Date.now()
+    const done = server.shutdown()
+    expect((await idleClosed).closedAt - started).toBeLessThan(GRACE)
+    await sleep(50)
+    fresh.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    const refused = await freshAnswer
+    expect(refused.data).toMatch(/^HTTP\/1.1 503/)
+    expect(refused.data.toLowerCase()).toContain('connection: close')
+    expect(refused.data).toContain('TETHER_SHUTDOWN')
+    const answered = await busy
+    expect(answered.status).toBe(200)
+    expect(answered.headers.connection).toBe('close')
+    const report = await done
+    expect(report.idleClosed).toBeGreaterThanOrEqual(1)
+    expect(report.refused).toBe(1)
+  })
+
+  it('returns the same shutdown to every caller', async () => {
+    server = await framework.start({ grace: GRACE })
+    const first = server.shutdown()
+    const second = server.shutdown()
+    expect(await first).toEqual(await second)
+  })
+})
