@@ -22,7 +22,14 @@ const contract: Record<string, string[]> = {
     'createPool',
     'PoolOverloadedError',
     'inspect',
+    'createTether',
+    'hardenServer',
+    'shutdown',
+    'scopedFetch',
+    'ShutdownError',
   ],
+  '@tether/express': ['tether', 'timeout'],
+  '@tether/fastify': ['tether'],
 }
 
 function runNode(args: string[]): string {
@@ -49,6 +56,22 @@ describe('built packages', () => {
       expect(names).toEqual(expect.arrayContaining(exports))
     })
   }
+
+  it('@tether/fastify is a fastify plugin as the default export, from import and from require', () => {
+    const script = `
+      import { createRequire } from 'node:module'
+      const esm = await import('@tether/fastify')
+      const cjs = createRequire(import.meta.url)('@tether/fastify')
+      const name = Symbol.for('fastify.display-name')
+      console.log(JSON.stringify({ esmDefault: esm.default === esm.tether, sameAsCjs: esm.tether === cjs.tether, cjsDefault: cjs.default === cjs.tether, name: esm.default[name] }))
+    `
+    expect(JSON.parse(runNode(['--input-type=module', '-e', script]))).toEqual({
+      esmDefault: true,
+      sameAsCjs: true,
+      cjsDefault: true,
+      name: '@tether/fastify',
+    })
+  })
 
   it('gives import and require one shared core, so a scope entered by one is seen by the other', () => {
     const script = `
