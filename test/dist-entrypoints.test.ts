@@ -28,6 +28,7 @@ const contract: Record<string, string[]> = {
     'scopedFetch',
     'ShutdownError',
   ],
+  '@tether/core/testing': ['assertNoLingering', 'LingeringTasksError'],
   '@tether/express': ['tether', 'timeout'],
   '@tether/fastify': ['tether'],
 }

@@ -1,10 +1,14 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { hardenServer, resolveHardening } from '@tether/core'
+import { assertNoLingering } from '@tether/core/testing'
 import { tether } from '@tether/fastify'
 import Fastify from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, send } from './support/http.js'
+
+// Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
+afterEach(() => assertNoLingering())
 
 // Real sockets on 127.0.0.1. The bounds are one-sided and generous: what matters is that a slow
 // or idle client is cut at all, soon after its timeout, rather than after Node's default 30 s

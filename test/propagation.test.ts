@@ -2,12 +2,16 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { scopedFetch } from '@tether/core'
+import { assertNoLingering } from '@tether/core/testing'
 import { tether as tetherExpress } from '@tether/express'
 import { tether as tetherFastify } from '@tether/fastify'
 import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { eventually, hangUpAfter, send } from './support/http.js'
+
+// Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
+afterEach(() => assertNoLingering())
 
 // Three tether services on loopback, A → B → C, each calling the next with scopedFetch; A and C
 // are Express, B is Fastify, so the deadline crosses both adapters. C's work takes 5 s and

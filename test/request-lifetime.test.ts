@@ -1,8 +1,12 @@
 import http from 'node:http'
 import { inspect } from '@tether/core'
+import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, eventually, hangUpAfter, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
+
+// Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
+afterEach(() => assertNoLingering())
 
 // What a request scope promises, checked against real servers on 127.0.0.1, identically for both
 // adapters. Timing bounds are generous (shared 2-core CI machines); the assertions are about what

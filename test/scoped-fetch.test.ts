@@ -2,10 +2,14 @@ import { getEventListeners } from 'node:events'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createScope, createScopedFetch, DeadlineExceededError, isDeadlineExceeded, scopedFetch } from '@tether/core'
+import { assertNoLingering } from '@tether/core/testing'
 import { tether } from '@tether/express'
 import express from 'express'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { eventually, send } from './support/http.js'
+
+// Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
+afterEach(() => assertNoLingering())
 
 /** A downstream service on 127.0.0.1 that records what it receives. */
 interface Downstream {

@@ -1,9 +1,13 @@
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { inspect } from '@tether/core'
+import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, eventually, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
+
+// Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
+afterEach(() => assertNoLingering())
 
 // Graceful shutdown against real servers on 127.0.0.1, for both adapters: Express through the
 // core's shutdown(), Fastify through app.close(). Bounds are generous; the order of what happens

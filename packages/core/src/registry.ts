@@ -312,9 +312,11 @@ function reportLeak(task: TrackedTask, now: number): void {
   const logger = task.request?.logger()
   if (logger !== undefined) {
     try {
+      const what = report.kind === 'group' ? `${report.tasks} task(s) of a group` : `a ${report.kind} task`
+      const where = report.route === null ? '(no route)' : `${report.method ?? ''} ${report.route}`.trim()
       logger.warn(
         { tether: report },
-        `tether: ${report.kind} task of ${report.method ?? ''} ${report.route ?? '(no route)'} still pending ${report.pastEndMs} ms after its request ended`,
+        `tether: ${what} started by ${where} still pending ${report.pastEndMs} ms after the request ended`,
       )
     } catch {
       // A broken logger must not take the process down from inside a timer.

@@ -66,6 +66,13 @@ export interface TetherOptions {
    *   plugin uses the request's logger
    */
   readonly logger?: Logger | false
+  /**
+   * A path at which the adapter serves `inspect()` as JSON (GET), for debugging. Off unless set.
+   * It lists in-flight requests and lingering tasks with their routes and, with `captureStacks`,
+   * source locations: never expose it publicly.
+   * @default undefined (no debug route)
+   */
+  readonly debugRoute?: string
 }
 
 /**
@@ -238,6 +245,8 @@ export class Tether {
   readonly status: number
   /** The incoming budget header, or `undefined` when incoming budgets are ignored. */
   readonly deadlineHeader: string | undefined
+  /** The path of the debug route, or `undefined` when there is none. */
+  readonly debugRoute: string | undefined
   /** @internal */
   readonly policy: TrackingPolicy
   /** @internal */
@@ -270,6 +279,11 @@ export class Tether {
     if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
       throw new TypeError(`\`logger\` must have a warn() method, or be false, received ${received(logger)}`)
     }
+    const debugRoute = options?.debugRoute
+    if (debugRoute !== undefined && (typeof debugRoute !== 'string' || !/^\/[^?#\s]*$/.test(debugRoute))) {
+      throw new TypeError(`\`debugRoute\` must be a path starting with /, received ${received(debugRoute)}`)
+    }
+    this.debugRoute = debugRoute
     this.timeout = timeout
     this.status = status
     this.deadlineHeader = deadlineHeader === false ? undefined : deadlineHeader

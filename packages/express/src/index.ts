@@ -1,4 +1,11 @@
-import { createTether, type Scope, type TetherAdapter, type TetherOptions, tightenDeadline } from '@tether/core'
+import {
+  createTether,
+  inspect,
+  type Scope,
+  type TetherAdapter,
+  type TetherOptions,
+  tightenDeadline,
+} from '@tether/core'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 
 declare global {
@@ -30,7 +37,8 @@ const expressAdapter: TetherAdapter<Request> = {
  *
  * Mount it before the routes whose work it should govern.
  *
- * @param options - `timeout`, `status`, `deadlineHeader`, `leakAfter`, `captureStacks`, `logger`
+ * @param options - `timeout`, `status`, `deadlineHeader`, `leakAfter`, `captureStacks`, `logger`,
+ *   `debugRoute`
  * @throws TypeError/RangeError at once, naming the option and the value received
  *
  * @example
@@ -44,7 +52,12 @@ const expressAdapter: TetherAdapter<Request> = {
  */
 export function tether(options?: TetherExpressOptions): RequestHandler {
   const binding = createTether(options, expressAdapter)
+  const debugRoute = binding.debugRoute
   return function tetherMiddleware(req: Request, res: Response, next: NextFunction): void {
+    if (debugRoute !== undefined && req.method === 'GET' && req.path === debugRoute) {
+      res.json(inspect())
+      return
+    }
     const scope = binding.attach(req, res, req)
     req.scope = scope
     scope.run(next)

@@ -2,6 +2,7 @@ import {
   createTether,
   type HardenOptions,
   hardenServer,
+  inspect,
   resolveHardening,
   resolveShutdown,
   type Scope,
@@ -131,6 +132,8 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
   })
 
   app.decorateRequest('scope', null as unknown as Scope)
+
+  if (binding.debugRoute !== undefined) app.get(binding.debugRoute, async () => inspect())
 
   app.addHook('onRequest', function tetherOnRequest(request, reply, hookDone) {
     const scope = binding.attach(request.raw, reply.raw, reply)

@@ -1,0 +1,161 @@
+import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { type Counters, counters, inflightRequests, lingering, observeLingeringSettled } from './registry.js'
+import { checkOptionsObject, received } from './validate.js'
+
+/** Options of {@link registerMetrics}. All optional. */
+export interface MetricsOptions {
+  /**
+   * The prom-client registry to register on.
+   * @default prom-client's default registry (`client.register`)
+   */
+  readonly register?: Registry
+  /**
+   * Prefix of every metric name.
+   * @default 'tether_'
+   */
+  readonly prefix?: string
+  /**
+   * Buckets, in seconds, of `tether_lingering_duration_seconds`.
+   * @default [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300]
+   */
+  readonly buckets?: readonly number[]
+}
+
+/** What {@link registerMetrics} registered. */
+export interface TetherMetrics {
+  /** The metric names registered, prefix included. */
+  readonly names: readonly string[]
+  /** Removes the metrics from the registry and stops observing. */
+  unregister(): void
+}
+
+// Counter name (after the prefix) → help text → which cumulative counter it reads.
+const COUNTERS: ReadonlyArray<readonly [string, string, keyof Counters]> = [
+  ['requests_total', 'Requests that went through a tether adapter.', 'requests'],
+  ['requests_deadline_exceeded_total', 'Requests whose deadline passed before they finished.', 'deadlineExceeded'],
+  ['requests_client_closed_total', 'Requests whose client hung up before the response was finished.', 'clientClosed'],
+  ['late_writes_total', 'Writes, sends and throws swallowed after tether answered or cut a response.', 'lateWrites'],
+  ['tasks_lingered_total', 'Tasks still pending when their request ended.', 'lingering'],
+  ['tasks_leaked_total', 'Lingering tasks still pending leakAfter ms after their request ended.', 'leaked'],
+  ['pool_shed_total', 'Pool tasks refused because the queue was full.', 'shed'],
+  [
+    'deadline_headers_ignored_total',
+    'Incoming deadline headers that were malformed and ignored.',
+    'ignoredDeadlineHeaders',
+  ],
+  ['shutdown_refused_total', 'Requests answered 503 because their server was shutting down.', 'refusedDuringShutdown'],
+  [
+    'shutdown_aborted_total',
+    'In-flight requests aborted because the shutdown grace period ran out.',
+    'abortedByShutdown',
+  ],
+]
+
+type PromClient = typeof import('prom-client')
+
+function loadPromClient(): PromClient {
+  try {
+    // prom-client is an optional peer dependency: loaded only when metrics are asked for.
+    return require('prom-client') as PromClient
+  } catch (error) {
+    throw new Error('registerMetrics() needs prom-client: install it next to @tether/core (npm i prom-client)', {
+      cause: error,
+    })
+  }
+}
+
+const registered = new WeakMap<object, TetherMetrics>()
+
+/**
+ * Exposes tether's counters and gauges as Prometheus metrics through prom-client (an optional peer
+ * dependency). Values are read when Prometheus scrapes, so requests pay nothing for them.
+ *
+ * Registered (with the default prefix): one counter per `inspect().counters` entry
+ * (`tether_requests_total`, `tether_requests_deadline_exceeded_total`,
+ * `tether_requests_client_closed_total`, `tether_late_writes_total`, `tether_tasks_lingered_total`,
+ * `tether_tasks_leaked_total`, `tether_pool_shed_total`, `tether_deadline_headers_ignored_total`,
+ * `tether_shutdown_refused_total`, `tether_shutdown_aborted_total`); the gauges
+ * `tether_requests_in_flight` and `tether_tasks_lingering`; and the histogram
+ * `tether_lingering_duration_seconds` of how long lingering tasks ran past their request's end.
+ *
+ * Registering again on the same registry returns the same metrics.
+ *
+ * @param options - `register` (default: prom-client's default registry), `prefix`, `buckets`
+ * @throws if prom-client is not installed; TypeError for invalid options
+ *
+ * @example
+ * ```ts
+ * import client from 'prom-client'
+ * registerMetrics({ register: client.register })
+ * app.get('/metrics', async (_req, res) => res.type(client.register.contentType).send(await client.register.metrics()))
+ * ```
+ */
+export function registerMetrics(options?: MetricsOptions): TetherMetrics {
+  checkOptionsObject('registerMetrics()', options)
+  const prefix = options?.prefix ?? 'tether_'
+  if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) {
+    throw new TypeError(`\`prefix\` must be a valid Prometheus metric name prefix, received ${received(prefix)}`)
+  }
+  const buckets = options?.buckets ?? [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300]
+  if (!Array.isArray(buckets) || buckets.some((bucket) => typeof bucket !== 'number' || !Number.isFinite(bucket))) {
+    throw new TypeError(`\`buckets\` must be an array of finite numbers (seconds), received ${received(buckets)}`)
+  }
+  const client = loadPromClient()
+  const register = options?.register ?? client.register
+  const existing = registered.get(register)
+  if (existing !== undefined) return existing
+
+  const registers = [register]
+  const metrics: Array<Counter | Gauge | Histogram> = []
+  for (const [name, help, key] of COUNTERS) {
+    metrics.push(
+      new client.Counter({
+        name: `${prefix}${name}`,
+        help,
+        registers,
+        collect() {
+          this.reset()
+          this.inc(counters[key])
+        },
+      }),
+    )
+  }
+  metrics.push(
+    new client.Gauge({
+      name: `${prefix}requests_in_flight`,
+      help: 'Requests in progress.',
+      registers,
+      collect() {
+        this.set(inflightRequests().length)
+      },
+    }),
+    new client.Gauge({
+      name: `${prefix}tasks_lingering`,
+      help: 'Tasks pending past the end of their request.',
+      registers,
+      collect() {
+        this.set(lingering.size)
+      },
+    }),
+  )
+  const histogram = new client.Histogram({
+    name: `${prefix}lingering_duration_seconds`,
+    help: 'How long lingering tasks ran past the end of their request, observed when they settled.',
+    buckets: [...buckets],
+    registers,
+  })
+  metrics.push(histogram)
+  const stopObserving = observeLingeringSettled((pastEndMs) => histogram.observe(pastEndMs / 1_000))
+
+  const names = metrics.map((metric) => (metric as unknown as { name: string }).name)
+  const handle: TetherMetrics = {
+    names,
+    unregister() {
+      stopObserving()
+      for (const name of names) register.removeSingleMetric(name)
+      registered.delete(register)
+    },
+  }
+  registered.set(register, handle)
+  return handle
+}
