@@ -9,6 +9,11 @@ import { parseArgs } from 'node:util'
 const require = createRequire(import.meta.url)
 const { all, createPool, createScope } = require('@tether/core')
 const pLimit = (await import('p-limit')).default
+// p-queue 10 supports Node 22+; on older Nodes its row is left out.
+const PQueue = await import('p-queue').then(
+  (module) => module.default,
+  () => undefined,
+)
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15' }, json: { type: 'boolean' } } })
 const rounds = Number(values.rounds)
 
@@ -58,6 +63,7 @@ const tenImmediate = Array.from({ length: 10 }, (_, i) => async () => i)
 const scope = createScope()
 const thousand = Array.from({ length: 1000 }, (_, i) => i)
 const immediateTask = async () => 1
+const plainSignal = new AbortController().signal
 
 const results = [
   await compare({
@@ -78,6 +84,50 @@ const results = [
       target: undefined, // informational: the target applies to all() on its own
     }),
   ),
+  ...(PQueue === undefined
+    ? []
+    : [
+        await compare({
+          name: 'pool vs p-queue, concurrency 8, 1,000 immediate tasks',
+          baseline: {
+            name: 'p-queue',
+            fn: () => {
+              const queue = new PQueue({ concurrency: 8 })
+              return Promise.all(thousand.map(() => queue.add(immediateTask)))
+            },
+          },
+          candidate: {
+            name: 'createPool',
+            fn: () => {
+              const pool = createPool({ concurrency: 8 })
+              return Promise.all(thousand.map(() => pool.run(immediateTask)))
+            },
+          },
+          iterations: 200,
+          target: { max: 1 },
+        }),
+      ]),
+  // What tracking costs: the same pool runs, registered with a scope or not (a plain signal).
+  await compare({
+    name: 'tracking: pool tasks registered with a scope vs not',
+    baseline: {
+      name: 'untracked',
+      fn: () => {
+        const pool = createPool({ concurrency: Number.POSITIVE_INFINITY })
+        const signal = plainSignal
+        return Promise.all(thousand.map(() => pool.run(immediateTask, { signal })))
+      },
+    },
+    candidate: {
+      name: 'tracked',
+      fn: () => {
+        const pool = createPool({ concurrency: Number.POSITIVE_INFINITY })
+        return scope.run(() => Promise.all(thousand.map(() => pool.run(immediateTask))))
+      },
+    },
+    iterations: 200,
+    target: undefined,
+  }),
   await compare({
     name: 'pool vs p-limit, concurrency 8, 1,000 immediate tasks',
     baseline: {

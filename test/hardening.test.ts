@@ -65,6 +65,29 @@ describe('hardenServer()', () => {
     expect(closedAfter).toBeLessThan(500 + 1_000 + 500)
   })
 
+  it('cuts a client that trickles its body within requestTimeout plus one second', async () => {
+    const server = hardenServer(
+      http.createServer((req, res) => {
+        req.resume()
+        req.on('end', () => res.end('read'))
+      }),
+      { headersTimeout: 300, requestTimeout: 600, checkInterval: 100 },
+    )
+    const socket = await connect(await listen(server))
+    const started = Date.now()
+    let received = ''
+    socket.on('data', (chunk) => {
+      received += chunk
+    })
+    socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx')
+    const timer = setInterval(() => socket.writable && socket.write('x'), 100)
+    const closedAfter = await new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - started)))
+    clearInterval(timer)
+    expect(received).toMatch(/^HTTP\/1.1 408/)
+    expect(closedAfter).toBeGreaterThanOrEqual(550)
+    expect(closedAfter).toBeLessThan(600 + 100 + 1_000)
+  })
+
   it('takes effect on a server that is already listening', async () => {
     const server = http.createServer(hello)
     const url = await listen(server)

@@ -190,7 +190,12 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     // An abort listener may have answered the request its own way; that answer stands.
     if (!res.writableEnded) {
       if (res.headersSent) cut(res)
-      else answer(res, status, code, message, close)
+      else {
+        // A body still arriving (a slow upload) would have to be read to its end before the
+        // connection could serve another request: close it instead.
+        const incomplete = (res as ServerResponse & { req?: IncomingMessage }).req?.complete === false
+        answer(res, status, code, message, close || incomplete)
+      }
     }
     seal(res)
     if (this.source !== undefined) this.tether.adapter.seal?.(this.source)
