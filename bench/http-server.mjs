@@ -71,4 +71,6 @@ process.on('message', (message) => {
     process.exit(0)
   }
 })
+// Never outlive the driver: if it goes away, so does this server.
+process.on('disconnect', () => process.exit(0))
 process.send({ ready: true, ports, node: process.version })

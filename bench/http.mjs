@@ -10,10 +10,11 @@
 //   candidate costs no more than the baseline.
 //
 //   node bench/http.mjs [--rounds 12] [--seconds 2] [--only fastify] [--json]
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { has, median, onCore, pinned, startServer } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -26,6 +27,8 @@ const { values } = parseArgs({
 })
 const rounds = Number(values.rounds)
 const seconds = Number(values.seconds)
+if (!Number.isInteger(seconds) || seconds < 1)
+  throw new RangeError(`--seconds must be a whole number ≥ 1 (wrk's unit), got ${values.seconds}`)
 const connections = Number(values.connections)
 const require = createRequire(import.meta.url)
 
@@ -66,24 +69,7 @@ export const PAIRS = [
   },
 ]
 
-function has(command) {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-
-const pin = has('taskset')
-const withCore = (core, argv) => (pin ? ['taskset', '-c', String(core), ...argv] : argv)
 const generator = has('wrk') ? 'wrk' : 'autocannon'
-
-function median(list) {
-  const sorted = [...list].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-}
 
 function run(argv) {
   return new Promise((resolve, reject) => {
@@ -100,33 +86,19 @@ function run(argv) {
 /** Loads one URL for one window; returns the requests served and the rate. */
 async function load(url) {
   if (generator === 'wrk') {
-    const out = await run(withCore(1, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, url]))
+    const out = await run(onCore(1, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, url]))
     const requests = Number(/(\d+) requests in/.exec(out)?.[1])
     const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
     return { requests, rate }
   }
   const cli = require.resolve('autocannon/autocannon.js')
-  const out = await run(
-    withCore(1, [process.execPath, cli, '-c', String(connections), '-d', String(seconds), '-j', url]),
-  )
+  const out = await run(onCore(1, [process.execPath, cli, '-c', String(connections), '-d', String(seconds), '-j', url]))
   const report = JSON.parse(out)
   return { requests: report.requests.total, rate: report.requests.average }
 }
 
-const server = spawn(
-  withCore(0, [process.execPath])[0],
-  [...withCore(0, [process.execPath]).slice(1), fileURLToPath(new URL('./http-server.mjs', import.meta.url))],
-  {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  },
-)
-const replies = []
-server.on('message', (message) => replies.shift()?.(message))
-const ask = (message) =>
-  new Promise((resolve) => {
-    replies.push(resolve)
-    if (message !== undefined) server.send(message)
-  })
+const server = startServer(fileURLToPath(new URL('./http-server.mjs', import.meta.url)))
+const { ask } = server
 const { ports, node } = await ask()
 
 async function window(contender, path) {
@@ -182,11 +154,11 @@ for (const pair of PAIRS) {
     )
   }
 }
-server.send('exit')
+server.stop()
 
-const summary = { node, generator, pinned: pin, rounds, seconds, connections, results }
+const summary = { node, generator, pinned, rounds, seconds, connections, results }
 if (values.json) console.log(JSON.stringify(summary))
 else
   console.log(
-    `node ${node}, load by ${generator}${pin ? ', server on core 0, load on core 1' : ''}, ${rounds} rounds of ${seconds} s windows`,
+    `node ${node}, load by ${generator}${pinned ? ', server on core 0, load on core 1' : ''}, ${rounds} rounds of ${seconds} s windows`,
   )

@@ -5,6 +5,7 @@
 //   node bench/micro.mjs [--rounds 15] [--json]
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
+import { median } from './lib.mjs'
 
 const require = createRequire(import.meta.url)
 const { all, createPool, createScope } = require('@tether/core')
@@ -16,12 +17,6 @@ const PQueue = await import('p-queue').then(
 )
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '15' }, json: { type: 'boolean' } } })
 const rounds = Number(values.rounds)
-
-function median(list) {
-  const sorted = [...list].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-}
 
 /** Times `iterations` sequential awaited calls of `fn`; returns ns per call. */
 async function time(fn, iterations) {

@@ -42,7 +42,7 @@ function runJson(script, args) {
 
 const quick = values.quick === true
 const micro = runJson('micro.mjs', ['--rounds', quick ? '7' : '21'])
-const httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1.5' : '2'])
+const httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
 const soak = values['skip-soak'] ? [] : runJson('soak.mjs', ['--requests', quick ? '100000' : '1000000'])
 
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU'

@@ -76,4 +76,6 @@ process.on('message', async (message) => {
     process.exit(0)
   }
 })
+// Never outlive the driver: if it goes away, so does this server.
+process.on('disconnect', () => process.exit(0))
 process.send({ ready: true, port, node: process.version })

@@ -4,10 +4,10 @@
 // stay within a few MB, with no MaxListenersExceededWarning and nothing in flight at the end.
 //
 //   node bench/soak.mjs [--requests 1000000] [--concurrency 128] [--adapter express|fastify] [--json]
-import { execFileSync, spawn } from 'node:child_process'
 import http from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { startServer } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -21,15 +21,6 @@ const { values } = parseArgs({
 const total = Number(values.requests)
 const concurrency = Number(values.concurrency)
 const BASELINE_AT = 10_000
-
-function hasTaskset() {
-  try {
-    execFileSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
 
 /** What request number `i` does: 1/3 time out, 1/5 hang up, the rest finish (half fan out). */
 function kind(i) {
@@ -64,23 +55,12 @@ function hangUp(port) {
 }
 
 async function soak(adapter) {
-  const pin = hasTaskset()
-  const argv = [
-    process.execPath,
-    '--expose-gc',
+  const server = startServer(
     fileURLToPath(new URL('./soak-server.mjs', import.meta.url)),
-    adapter,
-    values.deadline,
-  ]
-  const command = pin ? ['taskset', '-c', '0', ...argv] : argv
-  const server = spawn(command[0], command.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  const replies = []
-  server.on('message', (message) => replies.shift()?.(message))
-  const ask = (message) =>
-    new Promise((resolve) => {
-      replies.push(resolve)
-      if (message !== undefined) server.send(message)
-    })
+    [adapter, values.deadline],
+    ['--expose-gc'],
+  )
+  const { ask } = server
   const { port, node } = await ask()
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency })
   const statuses = new Map()
@@ -102,7 +82,7 @@ async function soak(adapter) {
   await Promise.all(Array.from({ length: concurrency }, worker))
   const end = await ask('heap')
   agent.destroy()
-  server.send('exit')
+  server.stop()
   const mb = (bytes) => Math.round((bytes / 1024 / 1024) * 100) / 100
   return {
     adapter,

@@ -43,7 +43,8 @@ export function parseBudget(
  */
 export function formatBudget(ms: number, header: string = DEFAULT_DEADLINE_HEADER): string {
   const whole = Math.max(0, Math.floor(ms))
-  if (header !== GRPC_TIMEOUT_HEADER) return String(whole)
+  // What parseBudget accepts: at most 10 digits. A longer budget (over 115 days) is clamped.
+  if (header !== GRPC_TIMEOUT_HEADER) return String(Math.min(whole, 9_999_999_999))
   if (whole <= 99_999_999) return `${whole}m`
   if (whole / 1_000 <= 99_999_999) return `${Math.floor(whole / 1_000)}S`
   return `${Math.min(99_999_999, Math.floor(whole / 3_600_000))}H`

@@ -1,7 +1,7 @@
 import { DEFAULT_DEADLINE_HEADER, formatBudget } from './deadline-header.js'
 import { DeadlineExceededError, withoutStack } from './errors.js'
 import { currentScope, kIsAborted, kReason, kRequest, reasonValue, type Scope } from './scope.js'
-import { checkDuration, checkFunction, checkOptionsObject, received } from './validate.js'
+import { checkDuration, checkFunction, checkOptionsObject, optional, received } from './validate.js'
 
 /** Options of {@link createScopedFetch}. All optional. */
 export interface ScopedFetchOptions {
@@ -68,9 +68,9 @@ function budgetHeader(option: string | false | undefined, scope: Scope): string 
 export function createScopedFetch(options?: ScopedFetchOptions): typeof fetch {
   checkOptionsObject('createScopedFetch()', options)
   // Looked up at each call by default, so a fetch installed later (a mock, a polyfill) is used.
-  const fetchImpl = options?.fetch ?? ((input, init) => globalThis.fetch(input, init))
+  const fetchImpl = optional<typeof fetch>(options?.fetch, (input, init) => globalThis.fetch(input, init))
   checkFunction('fetch', fetchImpl)
-  const margin = checkDuration('margin', options?.margin ?? 10)
+  const margin = checkDuration('margin', optional(options?.margin, 10))
   const header = options?.header
   if (header !== undefined && header !== false && (typeof header !== 'string' || header === '')) {
     throw new TypeError(`\`header\` must be a header name or false, received ${received(header)}`)

@@ -253,6 +253,13 @@ export class TaskGroup implements AbortSubscriber {
     if (tasks.length <= this.limit && !this.#aborted) return this.#runAllAtOnce(tasks, mode)
     const results: unknown[] = new Array(tasks.length)
     this.#results = results
+    for (let index = 0; index < tasks.length && !this.#aborted; index++) {
+      const task = tasks[index] as Task<unknown>
+      if (this.#active < this.limit) this.#start(task, index)
+      else this.#enqueue(task, index)
+    }
+    // Listening for "idle" only now: a task that finishes synchronously while the loop is still
+    // starting and queueing must not make the group look finished.
     const promise = new Promise<unknown[]>((resolve, reject) => {
       this.#onIdle = (aborted, reason) => {
         if (!aborted) resolve(results)
@@ -267,11 +274,6 @@ export class TaskGroup implements AbortSubscriber {
         }
       }
     })
-    for (let index = 0; index < tasks.length && !this.#aborted; index++) {
-      const task = tasks[index] as Task<unknown>
-      if (this.#active < this.limit) this.#start(task, index)
-      else this.#enqueue(task, index)
-    }
     this.#settleIfIdle()
     return promise
   }
@@ -287,6 +289,17 @@ export class TaskGroup implements AbortSubscriber {
     this.#noteStart()
     this.#active = tasks.length
     const started: unknown[] = new Array(tasks.length)
+    if (mode === Collect.Outcomes) {
+      // allSettled: a synchronous throw is one task's outcome; the others start regardless.
+      for (let index = 0; index < tasks.length; index++) {
+        try {
+          started[index] = (tasks[index] as Task<unknown>)(signal)
+        } catch (error) {
+          started[index] = Promise.reject(error)
+        }
+      }
+      return Promise.allSettled(started).then((outcomes) => this.#done(outcomes))
+    }
     let count = 0
     try {
       for (; count < tasks.length; count++) started[count] = (tasks[count] as Task<unknown>)(signal)
@@ -294,15 +307,11 @@ export class TaskGroup implements AbortSubscriber {
       // A synchronous throw: the tasks already started are told to stop, the rest never start.
       started.length = count
       this.#active = count
-      if (mode === Collect.Outcomes) started.push(Promise.reject(error))
-      else this.#abort(error)
-    }
-    if (mode === Collect.Outcomes) {
-      return Promise.allSettled(started).then((outcomes) => this.#done(outcomes, tasks.length))
+      this.#abort(error)
     }
     if (this.#aborted) return this.#afterFailure(started)
     return Promise.all(started).then(
-      (values) => this.#done(values, tasks.length),
+      (values) => this.#done(values),
       (error: unknown) => {
         this.#abort(error)
         return this.#afterFailure(started)
@@ -319,16 +328,12 @@ export class TaskGroup implements AbortSubscriber {
   }
 
   /** All started tasks settled: end the group, then report. */
-  #done(results: unknown[], length: number): unknown[] {
+  #done(results: unknown[]): unknown[] {
     this.#release()
     const aborted = this.#aborted
     const reason = this.#reason
     this.#abort(groupFinished)
     if (aborted && this.#mode !== Collect.Outcomes) throw reasonValue(reason)
-    // allSettled: tasks that never started (a synchronous throw stopped the loop) report it.
-    for (let index = results.length; index < length; index++) {
-      results.push({ status: 'rejected', reason: reasonValue(reason) })
-    }
     return results
   }
 

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import { trackServer } from './connections.js'
-import { checkDuration, checkOptionsObject, received } from './validate.js'
+import { checkDuration, checkOptionsObject, optional, received } from './validate.js'
 
 /** Options of {@link hardenServer}. All optional; each is in milliseconds. */
 export interface HardenOptions {
@@ -52,10 +52,10 @@ function positive(name: string, value: unknown): number {
  */
 export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
   checkOptionsObject('hardenServer()', options)
-  const headersTimeout = positive('headersTimeout', options?.headersTimeout ?? 10_000)
-  const requestTimeout = checkDuration('requestTimeout', options?.requestTimeout ?? 30_000)
-  const keepAliveTimeout = positive('keepAliveTimeout', options?.keepAliveTimeout ?? 5_000)
-  const checkInterval = positive('checkInterval', options?.checkInterval ?? 1_000)
+  const headersTimeout = positive('headersTimeout', optional(options?.headersTimeout, 10_000))
+  const requestTimeout = checkDuration('requestTimeout', optional(options?.requestTimeout, 30_000))
+  const keepAliveTimeout = positive('keepAliveTimeout', optional(options?.keepAliveTimeout, 5_000))
+  const checkInterval = positive('checkInterval', optional(options?.checkInterval, 1_000))
   if (requestTimeout !== 0 && headersTimeout > requestTimeout) {
     throw new RangeError(
       `\`headersTimeout\` (${received(headersTimeout)}) must not be longer than \`requestTimeout\` (${received(requestTimeout)}): the headers are part of the request`,

@@ -1,6 +1,6 @@
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { type Counters, counters, inflightRequests, lingering, observeLingeringSettled } from './registry.js'
-import { checkOptionsObject, received } from './validate.js'
+import { checkOptionsObject, optional, received } from './validate.js'
 
 /** Options of {@link registerMetrics}. All optional. */
 export interface MetricsOptions {
@@ -92,20 +92,24 @@ const registered = new WeakMap<object, TetherMetrics>()
  */
 export function registerMetrics(options?: MetricsOptions): TetherMetrics {
   checkOptionsObject('registerMetrics()', options)
-  const prefix = options?.prefix ?? 'tether_'
+  const prefix = optional(options?.prefix, 'tether_')
   if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) {
     throw new TypeError(`\`prefix\` must be a valid Prometheus metric name prefix, received ${received(prefix)}`)
   }
-  const buckets = options?.buckets ?? [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300]
+  const buckets = optional(options?.buckets, [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300])
   if (!Array.isArray(buckets) || buckets.some((bucket) => typeof bucket !== 'number' || !Number.isFinite(bucket))) {
     throw new TypeError(`\`buckets\` must be an array of finite numbers (seconds), received ${received(buckets)}`)
   }
+  const register = options?.register
+  if (register !== undefined && typeof (register as Partial<Registry> | null)?.registerMetric !== 'function') {
+    throw new TypeError(`\`register\` must be a prom-client Registry, received ${received(register)}`)
+  }
   const client = loadPromClient()
-  const register = options?.register ?? client.register
-  const existing = registered.get(register)
+  const registry = register ?? client.register
+  const existing = registered.get(registry)
   if (existing !== undefined) return existing
 
-  const registers = [register]
+  const registers = [registry]
   const metrics: Array<Counter | Gauge | Histogram> = []
   for (const [name, help, key] of COUNTERS) {
     metrics.push(
@@ -152,10 +156,10 @@ export function registerMetrics(options?: MetricsOptions): TetherMetrics {
     names,
     unregister() {
       stopObserving()
-      for (const name of names) register.removeSingleMetric(name)
-      registered.delete(register)
+      for (const name of names) registry.removeSingleMetric(name)
+      registered.delete(registry)
     },
   }
-  registered.set(register, handle)
+  registered.set(registry, handle)
   return handle
 }

@@ -368,9 +368,11 @@ export class Scope implements Timed, AbortSubscriber {
     subscriber[kSiblingPrev] = subscriber[kSiblingNext] = undefined
   }
 
-  /** @internal The parent aborted (it has already dropped its link to this scope). */
+  /**
+   * @internal The parent aborted. It has already dropped its link to this scope; #unlink still
+   * runs in full, so the deadline inherited from the parent is kept (unsubscribing is a no-op).
+   */
   [kScopeAborted](reason: unknown): void {
-    this.#parent = undefined
     this.#abort(reason)
   }
 

@@ -278,6 +278,12 @@ export class Tether {
       const what = typeof deadlineHeader === 'string' ? 'a lowercase header name' : 'a header name or false'
       throw new TypeError(`\`deadlineHeader\` must be ${what}, received ${received(deadlineHeader)}`)
     }
+    // Node's headers object has a prototype: a name like `constructor` would always "be present".
+    if (typeof deadlineHeader === 'string' && deadlineHeader in Object.prototype) {
+      throw new TypeError(
+        `\`deadlineHeader\` must not be the name of an Object property, received ${received(deadlineHeader)}`,
+      )
+    }
     const captureStacks =
       options?.captureStacks === undefined ? false : checkBoolean('captureStacks', options.captureStacks)
     const logger = options?.logger

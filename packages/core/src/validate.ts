@@ -5,6 +5,14 @@ export function received(value: unknown): string {
   return inspect(value, { depth: 0, breakLength: Number.POSITIVE_INFINITY })
 }
 
+/**
+ * An option's value, or its default when it is absent. Only `undefined` means absent: `null` is a
+ * value like any other, and is refused by the option's own check rather than silently defaulted.
+ */
+export function optional<T>(value: T | undefined, fallback: T): T {
+  return value === undefined ? fallback : value
+}
+
 /** Throws unless `options` is undefined or a plain object. */
 export function checkOptionsObject(where: string, options: unknown): void {
   if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
@@ -32,7 +40,8 @@ export function checkCount(name: string, value: unknown, { min = 1, allowInfinit
   if (typeof value !== 'number') {
     throw new TypeError(`\`${name}\` must be a number, received ${received(value)}`)
   }
-  const ok = (Number.isInteger(value) && value >= min) || (allowInfinity && value === Number.POSITIVE_INFINITY)
+  // Safe integers only: beyond them a count is not exact, and `String(1e21)` is not a header value.
+  const ok = (Number.isSafeInteger(value) && value >= min) || (allowInfinity && value === Number.POSITIVE_INFINITY)
   if (!ok) {
     const range = allowInfinity ? `an integer ≥ ${min} or Infinity` : `an integer ≥ ${min}`
     throw new RangeError(`\`${name}\` must be ${range}, received ${received(value)}`)
@@ -57,7 +66,8 @@ export function checkSignal(name: string, value: unknown): AbortSignal {
     typeof value !== 'object' ||
     value === null ||
     typeof (value as AbortSignal).aborted !== 'boolean' ||
-    typeof (value as AbortSignal).addEventListener !== 'function'
+    typeof (value as AbortSignal).addEventListener !== 'function' ||
+    typeof (value as AbortSignal).removeEventListener !== 'function'
   ) {
     throw new TypeError(`\`${name}\` must be an AbortSignal, received ${received(value)}`)
   }

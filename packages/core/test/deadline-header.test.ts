@@ -58,9 +58,11 @@ describe('parseBudget (grpc-timeout)', () => {
 })
 
 describe('formatBudget', () => {
-  it('writes whole milliseconds, rounded down, never negative', () => {
+  it('writes whole milliseconds, rounded down, never negative, and never more digits than it reads', () => {
     expect(formatBudget(1234.9)).toBe('1234')
     expect(formatBudget(-5)).toBe('0')
+    expect(formatBudget(1e10)).toBe('9999999999')
+    expect(parseBudget(formatBudget(1e15))).toBe(9_999_999_999)
   })
 
   it('writes grpc-timeout with the largest unit that fits 8 digits, and reads back what it wrote', () => {

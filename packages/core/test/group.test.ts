@@ -317,6 +317,35 @@ describe('all()', () => {
   })
 })
 
+describe('regressions found by the property tests', () => {
+  it('all() and allSettled() with a limit run every task when the first finishes synchronously', async () => {
+    await expect(all([() => 1, () => 2, () => 3], { limit: 1 })).resolves.toEqual([1, 2, 3])
+    await expect(allSettled([() => 1, () => 2], { limit: 1 })).resolves.toEqual([
+      { status: 'fulfilled', value: 1 },
+      { status: 'fulfilled', value: 2 },
+    ])
+  })
+
+  it('allSettled() keeps starting tasks after one throws synchronously, and reports that throw', async () => {
+    const boom = new Error('boom')
+    let ranSecond = false
+    const results = await allSettled([
+      () => {
+        throw boom
+      },
+      () => {
+        ranSecond = true
+        return 2
+      },
+    ])
+    expect(results).toEqual([
+      { status: 'rejected', reason: boom },
+      { status: 'fulfilled', value: 2 },
+    ])
+    expect(ranSecond).toBe(true)
+  })
+})
+
 describe('allSettled()', () => {
   it('reports each outcome in order, and a failure does not abort the siblings', async () => {
     let siblingAborted = false

@@ -279,6 +279,11 @@ describe('createPool: overload', () => {
     await Promise.all([a, b])
   })
 
+  it('rejects counts that are not safe integers, such as a Retry-After of 1e21', () => {
+    expect(() => createPool({ concurrency: 1, retryAfter: 1e21 })).toThrow(/`retryAfter`/)
+    expect(() => createPool({ concurrency: 2 ** 53 })).toThrow(/`concurrency`/)
+  })
+
   it('rejects invalid maxQueue and retryAfter', () => {
     expect(() => createPool({ concurrency: 1, maxQueue: -1 })).toThrow(/`maxQueue`.*-1/)
     expect(() => createPool({ concurrency: 1, maxQueue: '3' as never })).toThrow(TypeError)

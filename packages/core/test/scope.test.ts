@@ -140,6 +140,20 @@ describe('Scope.child', () => {
     expect(child.signal.reason).toBe(reason)
   })
 
+  it('keeps the deadline it inherited after its parent aborts, and so do its children', async () => {
+    const parent = createScope({ timeout: 5 })
+    const child = parent.child()
+    const grandchild = child.child({ timeout: 60_000 })
+    const deadline = parent.deadline
+    await abortedWithin(grandchild.signal)
+    expect(child.deadline).toBe(deadline)
+    expect(grandchild.deadline).toBe(deadline)
+    const cancelled = createScope({ timeout: 60_000 })
+    const kid = cancelled.child()
+    cancelled.cancel()
+    expect(kid.deadline).toBe(cancelled.deadline)
+  })
+
   it('keeps its deadline readable after it has been unlinked', () => {
     const parent = createScope({ timeout: 5_000 })
     const child = parent.child()
@@ -346,6 +360,12 @@ describe('invalid options', () => {
     ['Date deadline', { deadline: new Date() }, TypeError, /`deadline`/],
     ['NaN deadline', { deadline: Number.NaN }, RangeError, /`deadline`.*NaN/],
     ['non-signal signal', { signal: {} }, TypeError, /`signal`.*\{\}/],
+    [
+      'signal without removeEventListener',
+      { signal: { aborted: false, addEventListener() {} } },
+      TypeError,
+      /`signal`/,
+    ],
     ['options that are not an object', 5, TypeError, /options object.*5/],
   ]
   for (const [name, options, type, message] of cases) {

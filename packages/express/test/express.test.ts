@@ -267,6 +267,7 @@ describe('options are validated when the middleware is created', () => {
     ['a header name with spaces', { deadlineHeader: 'x budget' }, TypeError, /`deadlineHeader`.*'x budget'/],
     ['an uppercase header name', { deadlineHeader: 'X-Budget' }, TypeError, /`deadlineHeader`/],
     ['a numeric header name', { deadlineHeader: 5 }, TypeError, /`deadlineHeader`.*5/],
+    ['a header named like an Object property', { deadlineHeader: 'constructor' }, TypeError, /`deadlineHeader`/],
     ['a NaN leakAfter', { leakAfter: Number.NaN }, RangeError, /`leakAfter`/],
     ['a string captureStacks', { captureStacks: 'yes' }, TypeError, /`captureStacks`.*'yes'/],
     ['a logger without warn()', { logger: {} }, TypeError, /`logger`/],

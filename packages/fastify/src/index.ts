@@ -112,17 +112,22 @@ function checkRouteTimeout(route: RouteOptions, value: unknown): number {
 // An async plugin: an invalid option rejects the registration (`register()`/`ready()`), where a
 // synchronous throw from a callback-style plugin would escape avvio and crash the process.
 const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) => {
-  const { harden = false, grace, ...tetherOptions } = options
-  const { logger } = tetherOptions
-  // Every option is checked here, before anything is wired: a bad one fails the registration.
-  const shutdownOptions = resolveShutdown({ grace })
-  const hardening = harden === false ? undefined : resolveHardening(harden === true ? undefined : harden)
+  // Every option is checked before anything is wired, so a bad one fails the registration. The
+  // core checks the options object itself and its own options, as for the Express middleware;
+  // options are read by property, so inherited ones count there too.
   const adapter: TetherAdapter<FastifyReply> = {
     route: (reply) => reply.request.routeOptions.url,
-    logger: logger === undefined ? (reply) => reply.log : undefined,
+    logger: options?.logger === undefined ? (reply) => reply.log : undefined,
     seal: sealReply,
   }
-  const binding = createTether(tetherOptions, adapter)
+  const binding = createTether(options, adapter)
+  const shutdownOptions = resolveShutdown({ grace: options.grace })
+  const harden: unknown = options.harden
+  if (harden !== undefined && typeof harden !== 'boolean' && (typeof harden !== 'object' || harden === null)) {
+    throw new TypeError(`\`harden\` must be true, false or hardenServer() options, received ${String(harden)}`)
+  }
+  const hardening =
+    harden === undefined || harden === false ? undefined : resolveHardening(harden === true ? undefined : harden)
 
   if (hardening !== undefined) hardenServer(app.server, hardening)
   else trackConnections(app.server)

@@ -221,6 +221,9 @@ describe('options are validated when the plugin is registered', () => {
     ['a status that is not 5xx', { status: 404 }, RangeError, /`status`.*404/],
     ['a bad header name', { deadlineHeader: 'x:y' }, TypeError, /`deadlineHeader`/],
     ['a negative leakAfter', { leakAfter: -5 }, RangeError, /`leakAfter`.*-5/],
+    ['options that are not an object', 1, TypeError, /options object.*1/],
+    ['a harden value that is neither a boolean nor options', { harden: 0 }, TypeError, /`harden`.*0/],
+    ['a null harden timeout', { harden: { headersTimeout: null } }, TypeError, /`headersTimeout`.*null/],
   ]
   it.each(cases)('fails registration for %s', async (_name, options, type, message) => {
     const app = Fastify()
@@ -228,6 +231,14 @@ describe('options are validated when the plugin is registered', () => {
     const registering = app.register(tether, options as never)
     await expect(registering).rejects.toThrow(type)
     await expect(app.ready()).rejects.toThrow(message)
+  })
+
+  it('reads inherited options, as the Express middleware does', async () => {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(tether, Object.create({ timeout: 5_000, logger: false }))
+    app.get('/', async (request) => ({ remaining: request.scope.remaining() }))
+    expect((await app.inject('/')).json().remaining).toBeLessThanOrEqual(5_000)
   })
 
   it('works with no options at all', async () => {

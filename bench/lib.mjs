@@ -1,0 +1,46 @@
+// What the benchmark scripts share: core pinning, medians, and a server child process spoken to
+// over IPC (one question, one answer, in order).
+import { execFileSync, spawn } from 'node:child_process'
+
+/** Whether `command` is on PATH. */
+export function has(command) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Pins processes to cores with taskset, where the machine has it. */
+export const pinned = has('taskset')
+
+/** The command line `argv`, pinned to `core` when taskset is there. */
+export function onCore(core, argv) {
+  return pinned ? ['taskset', '-c', String(core), ...argv] : argv
+}
+
+/** The median of a list of numbers. */
+export function median(list) {
+  const sorted = [...list].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+/**
+ * Starts a Node script as a server child process on core 0, with an IPC channel. `ask(message)`
+ * sends a message and resolves with the next one the child sends back; `ask()` with nothing waits
+ * for the child's first message (its "ready").
+ */
+export function startServer(script, args = [], nodeFlags = []) {
+  const command = onCore(0, [process.execPath, ...nodeFlags, script, ...args])
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const replies = []
+  child.on('message', (message) => replies.shift()?.(message))
+  const ask = (message) =>
+    new Promise((resolve) => {
+      replies.push(resolve)
+      if (message !== undefined) child.send(message)
+    })
+  return { child, ask, stop: () => child.send('exit') }
+}
