@@ -401,17 +401,19 @@ export class TaskGroup implements AbortSubscriber {
   }
 
   #next(): void {
-    const queue = this.#queue
-    if (queue !== undefined) {
-      while (this.#active < this.limit && this.#queueHead < queue.length && !this.#aborted) {
-        const { task, index } = queue[this.#queueHead] as Queued
-        queue[this.#queueHead++] = undefined as unknown as Queued
-        this.#start(task, index)
-      }
-      if (this.#queueHead === queue.length) {
-        this.#queue = undefined
-        this.#queueHead = 0
-      }
+    // Starting a task can finish it synchronously, which calls #next again from inside this loop:
+    // the nested call may drain or drop the queue, so the queue and its head are read afresh on
+    // every turn rather than kept in locals.
+    while (this.#active < this.limit && !this.#aborted) {
+      const queue = this.#queue
+      if (queue === undefined || this.#queueHead >= queue.length) break
+      const { task, index } = queue[this.#queueHead] as Queued
+      queue[this.#queueHead++] = undefined as unknown as Queued
+      this.#start(task, index)
+    }
+    if (this.#queue !== undefined && this.#queueHead >= this.#queue.length) {
+      this.#queue = undefined
+      this.#queueHead = 0
     }
     this.#settleIfIdle()
   }

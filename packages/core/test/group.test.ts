@@ -326,6 +326,18 @@ describe('regressions found by the property tests', () => {
     ])
   })
 
+  it('drains a queue of synchronous tasks started one from another without losing its place', async () => {
+    const group = new TaskGroup({ limit: 1 })
+    const first = deferred()
+    const ran: string[] = []
+    group.go(() => first.promise)
+    for (const name of ['b', 'c', 'd']) group.go(() => void ran.push(name))
+    first.resolve()
+    await sleep(1) // the queue drains before anyone waits
+    await group.wait()
+    expect(ran).toEqual(['b', 'c', 'd'])
+  })
+
   it('allSettled() keeps starting tasks after one throws synchronously, and reports that throw', async () => {
     const boom = new Error('boom')
     let ranSecond = false
