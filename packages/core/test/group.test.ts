@@ -317,6 +317,38 @@ describe('all()', () => {
   })
 })
 
+describe('when a group is done', () => {
+  it('tells work a task started and left behind to stop', async () => {
+    let leftover: Promise<unknown> | undefined
+    await all([
+      (signal) => {
+        leftover = sleep(10_000, undefined, { signal }).then(
+          () => 'ran on',
+          (error: unknown) => error,
+        )
+        return 'returned early'
+      },
+    ])
+    // timers/promises rejects with an AbortError whose cause is the signal's reason.
+    const error = (await leftover) as Error & { cause?: unknown }
+    expect(error.name).toBe('AbortError')
+    expect(isCanceled(error.cause)).toBe(true)
+    expect((error.cause as Error).message).toBe('task group finished')
+  })
+
+  it('reads as aborted afterwards, even when nothing was listening', async () => {
+    const group = new TaskGroup()
+    let held: AbortSignal | undefined
+    group.go((signal) => {
+      held = signal
+    })
+    await group.wait()
+    expect(group.signal.aborted).toBe(true)
+    expect(held).toBe(group.signal)
+    expect(group.tryGo(() => undefined)).toBe(false)
+  })
+})
+
 describe('regressions found by the property tests', () => {
   it('all() and allSettled() with a limit run every task when the first finishes synchronously', async () => {
     await expect(all([() => 1, () => 2, () => 3], { limit: 1 })).resolves.toEqual([1, 2, 3])
