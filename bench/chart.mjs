@@ -20,7 +20,8 @@ export function barChart({ title, subtitle, rows }) {
     row.target === undefined || (row.better === 'higher' ? row.value >= row.target : row.value <= row.target)
 
   const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="13">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="13" role="img">`,
+    `<title>${escapeXml(title)}</title>`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="16" y="26" font-size="17" font-weight="600" fill="#111">${escapeXml(title)}</text>`,
     `<text x="16" y="46" fill="#555">${escapeXml(subtitle)}</text>`,

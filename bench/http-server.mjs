@@ -1,7 +1,8 @@
-// The benchmark's server process: every contender in ONE process, each on its own port, so that a
-// pair compared window by window shares the same JIT, heap layout and machine state. The driver
-// (bench/http.mjs) brackets each load window with 'begin'/'end' messages; the answer is this
-// process's own CPU time over the window (user + system, all threads).
+// The benchmark's server process: the two contenders of one pair in ONE process, each on its own
+// port (named on the command line), so that they share the same JIT, heap and machine state while
+// nothing else runs beside them. The driver (bench/http.mjs) starts one per pair and brackets each
+// load window with 'begin'/'end' messages; the answer is this process's own CPU time over the
+// window (user + system, all threads).
 import { all } from '@tether/core'
 import { tether as tetherExpress } from '@tether/express'
 import { tether as tetherFastify } from '@tether/fastify'
@@ -47,7 +48,9 @@ const contenders = {
 }
 
 const ports = {}
-for (const [name, make] of Object.entries(contenders)) {
+for (const name of process.argv.slice(2)) {
+  const make = contenders[name]
+  if (make === undefined) throw new Error(`unknown contender: ${name}`)
   const app = await make()
   if (typeof app.listen === 'function' && app.server !== undefined) {
     await app.listen({ port: 0, host: '127.0.0.1' })

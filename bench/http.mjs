@@ -1,7 +1,8 @@
 // HTTP overhead: server CPU time per request, bare framework vs with tether (and vs its peers),
 // measured the way that survives a shared, noisy 2-core machine:
 //
-// - all contenders live in ONE server process (bench/http-server.mjs), pinned to core 0;
+// - the two contenders of a pair live in ONE server process (bench/http-server.mjs), a fresh one
+//   per pair, pinned to core 0;
 // - the load generator (wrk, or autocannon if wrk is missing) is pinned to core 1;
 // - the two contenders of a pair are loaded in alternating windows (A B, B A, ...);
 // - each window reads the server's own process.cpuUsage(), so what is compared is CPU per request,
@@ -97,11 +98,9 @@ async function load(url) {
   return { requests: report.requests.total, rate: report.requests.average }
 }
 
-const server = startServer(fileURLToPath(new URL('./http-server.mjs', import.meta.url)))
-const { ask } = server
-const { ports, node } = await ask()
+let node = process.version
 
-async function window(contender, path) {
+async function window(ask, ports, contender, path) {
   await ask('begin')
   const { requests, rate } = await load(`http://127.0.0.1:${ports[contender]}${path}`)
   const { cpuMicros } = await ask('end')
@@ -109,9 +108,16 @@ async function window(contender, path) {
 }
 
 async function comparePair(pair) {
+  const server = startServer(fileURLToPath(new URL('./http-server.mjs', import.meta.url)), [
+    pair.baseline,
+    pair.candidate,
+  ])
+  const { ports, node: serverNode } = await server.ask()
+  node = serverNode
+  const measure = (contender) => window(server.ask, ports, contender, pair.path)
   for (let i = 0; i < 2; i++) {
-    await window(pair.baseline, pair.path)
-    await window(pair.candidate, pair.path)
+    await measure(pair.baseline)
+    await measure(pair.candidate)
   }
   const cpuRatios = []
   const rateRatios = []
@@ -119,14 +125,15 @@ async function comparePair(pair) {
   const cand = []
   for (let round = 0; round < rounds; round++) {
     const first = round % 2 === 0
-    const a = first ? await window(pair.baseline, pair.path) : undefined
-    const b = await window(pair.candidate, pair.path)
-    const baseline = a ?? (await window(pair.baseline, pair.path))
+    const a = first ? await measure(pair.baseline) : undefined
+    const b = await measure(pair.candidate)
+    const baseline = a ?? (await measure(pair.baseline))
     base.push(baseline)
     cand.push(b)
     cpuRatios.push(baseline.cpuPerRequest / b.cpuPerRequest)
     rateRatios.push(b.rate / baseline.rate)
   }
+  server.stop()
   return {
     ...pair,
     cpuRatio: median(cpuRatios),
@@ -154,7 +161,6 @@ for (const pair of PAIRS) {
     )
   }
 }
-server.stop()
 
 const summary = { node, generator, pinned, rounds, seconds, connections, results }
 if (values.json) console.log(JSON.stringify(summary))

@@ -124,7 +124,6 @@ export class TaskGroup implements AbortSubscriber {
   #active = 0
   #queue: Queued[] | undefined = undefined
   #queueHead = 0
-  #failed = false
   #aborted = false
   #reason: unknown = undefined
   #onIdle: ((aborted: boolean, reason: unknown) => void) | undefined = undefined
@@ -414,9 +413,8 @@ export class TaskGroup implements AbortSubscriber {
       ;(results as unknown[])[index] = ok ? { status: 'fulfilled', value } : { status: 'rejected', reason: value }
     } else if (ok) {
       if (results !== undefined) results[index] = value
-    } else if (!this.#failed) {
-      this.#failed = true
-      this.#abort(value)
+    } else {
+      this.#abort(value) // the first failure, or abort, wins: later ones change nothing
     }
     this.#next()
   }

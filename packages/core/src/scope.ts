@@ -310,7 +310,7 @@ export class Scope implements Timed, AbortSubscriber {
 
   /**
    * @internal Sets the owner notified once when this scope aborts, after its signal and its
-   * children (a group, or a request binding); notified at once if the scope has already aborted.
+   * children (the request binding); notified at once if the scope has already aborted.
    */
   set [kOnAbort](owner: AbortOwner | undefined) {
     if (this.#aborted) owner?.[kScopeAborted](this.#reason)
@@ -423,7 +423,8 @@ export class Scope implements Timed, AbortSubscriber {
       return
     }
     const parentScope = (signal as TaggedSignal)[kScopeOfSignal]
-    if (parentScope !== undefined && parentScope !== this.#parent) {
+    if (parentScope !== undefined && parentScope === this.#parent) return // linked already
+    if (parentScope !== undefined) {
       // The signal's scope becomes a second parent. This scope's own links are taken by the
       // primary parent's list, so a small entry stands for it in the second one.
       const link: AbortSubscriber = {

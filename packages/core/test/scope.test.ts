@@ -240,6 +240,13 @@ describe('a parent AbortSignal', () => {
     expect(child.signal.reason).toBe(reason)
   })
 
+  it("adds no listener when given its own parent's signal", () => {
+    const parent = createScope()
+    parent.child({ signal: parent.signal })
+    expect(getEventListeners(parent.signal, 'abort')).toHaveLength(0)
+    parent.cancel()
+  })
+
   it("follows an extra signal given to child() next to the parent's", () => {
     const parent = createScope()
     const other = createScope()
