@@ -59,6 +59,14 @@ const scope = createScope()
 const thousand = Array.from({ length: 1000 }, (_, i) => i)
 const immediateTask = async () => 1
 const plainSignal = new AbortController().signal
+// The pool side of the comparisons with p-limit and p-queue: 1,000 immediate tasks, 8 at a time.
+const poolOfEight = {
+  name: 'createPool',
+  fn: () => {
+    const pool = createPool({ concurrency: 8 })
+    return Promise.all(thousand.map(() => pool.run(immediateTask)))
+  },
+}
 
 const results = [
   await compare({
@@ -91,13 +99,7 @@ const results = [
               return Promise.all(thousand.map(() => queue.add(immediateTask)))
             },
           },
-          candidate: {
-            name: 'createPool',
-            fn: () => {
-              const pool = createPool({ concurrency: 8 })
-              return Promise.all(thousand.map(() => pool.run(immediateTask)))
-            },
-          },
+          candidate: poolOfEight,
           iterations: 200,
           target: { max: 1 },
         }),
@@ -132,13 +134,7 @@ const results = [
         return Promise.all(thousand.map(() => limit(immediateTask)))
       },
     },
-    candidate: {
-      name: 'createPool',
-      fn: () => {
-        const pool = createPool({ concurrency: 8 })
-        return Promise.all(thousand.map(() => pool.run(immediateTask)))
-      },
-    },
+    candidate: poolOfEight,
     iterations: 200,
     target: { max: 1 },
   }),
