@@ -116,8 +116,8 @@ ${command}
 
 How: every figure compares two contenders side by side in one run, alternating (A B, B A, ...),
 and reports the **median of per-round ratios**, which cancels most of the drift of a shared
-machine (identical servers differ by ±10% in throughput between runs here). For HTTP, all
-contenders live in one server process pinned to one core (${httpResults.pinned ? 'taskset' : 'no taskset: not pinned'}), the load generator
+machine (identical servers differ by ±10% in throughput between runs here). For HTTP, the two
+contenders of each pair live in one fresh server process pinned to one core (${httpResults.pinned ? 'taskset' : 'no taskset: not pinned'}), the load generator
 (${httpResults.generator}, ${httpResults.connections} connections) runs on the other core, and what is compared is the server's own CPU time per
 request (\`process.cpuUsage()\` over each ${httpResults.seconds} s window, ${httpResults.rounds} rounds), with throughput alongside. Every tether contender has a
 ${10_000 / 1000} s deadline armed on every request. The calibration row compares two identical bare servers.
@@ -167,6 +167,10 @@ ${soakTable.join('\n')}
   task left behind): in Node 24 every \`abort()\` builds a trusted \`Event\` registered in a
   WeakSet, about 0.3 µs in a tight loop and several µs per request under load. Aborting every
   finished fan-out's signal unconditionally cost the fan-out routes above 0.10 of their ratio.
+- Tracking is not free for pool tasks: the tracking row is about 60 ns per task, most of it the one
+  \`Date.now()\` that dates the task for the lingering report (about 45 ns on this virtual
+  machine). A fan-out pays that once for all its tasks and registers nothing unless it outlives
+  its request; a pool task pays it per task, which is noise beside the I/O a pool usually guards.
 `
 writeFileSync(`${root}BENCHMARKS.md`, markdown)
 console.log(markdown)
