@@ -221,7 +221,7 @@ export class TaskGroup implements AbortSubscriber {
     this.#parent = undefined
     if (this.#active > 0 && this.#tracker !== undefined) {
       this.#tracked = this.#tracker[kTrack]('group', this.#startedAt, this.#startSite)
-      this.#tracked.count = this.#active
+      this.#syncTracked()
     }
     this.#abort(reason)
   }
@@ -359,9 +359,17 @@ export class TaskGroup implements AbortSubscriber {
 
   #release(): void {
     this.#active = 0
-    if (this.#tracked !== undefined) {
-      untrack(this.#tracked)
+    this.#syncTracked()
+  }
+
+  /** Keeps the lingering record's count in step with the tasks still running; drops it at zero. */
+  #syncTracked(): void {
+    const tracked = this.#tracked
+    if (tracked === undefined) return
+    if (this.#active > 0) tracked.count = this.#active
+    else {
       this.#tracked = undefined
+      untrack(tracked)
     }
   }
 
@@ -372,7 +380,7 @@ export class TaskGroup implements AbortSubscriber {
 
   #start(task: Task<unknown>, index: number): void {
     if (this.#active++ === 0) this.#noteStart()
-    if (this.#tracked !== undefined) this.#tracked.count = this.#active
+    this.#syncTracked()
     this.#run(task, index)
   }
 
@@ -403,11 +411,8 @@ export class TaskGroup implements AbortSubscriber {
   }
 
   #finish(index: number, ok: boolean, value: unknown): void {
-    const tracked = this.#tracked
-    if (--this.#active === 0 && tracked !== undefined) {
-      this.#tracked = undefined
-      untrack(tracked)
-    } else if (tracked !== undefined) tracked.count = this.#active
+    this.#active--
+    this.#syncTracked()
     const results = this.#results
     if (this.#mode === Collect.Outcomes) {
       ;(results as unknown[])[index] = ok ? { status: 'fulfilled', value } : { status: 'rejected', reason: value }

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import { trackServer } from './connections.js'
-import { checkDuration, checkOptionsObject, optional, received } from './validate.js'
+import { checkDuration, checkOptionsObject, checkTimeout, optional, received } from './validate.js'
 
 /** Options of {@link hardenServer}. All optional; each is in milliseconds. */
 export interface HardenOptions {
@@ -39,12 +39,6 @@ export interface HardenedTimeouts {
   readonly checkInterval: number
 }
 
-function positive(name: string, value: unknown): number {
-  const ms = checkDuration(name, value)
-  if (ms === 0) throw new RangeError(`\`${name}\` must be greater than 0 (milliseconds), received 0`)
-  return ms
-}
-
 /**
  * Validates hardening options and fills in the defaults.
  *
@@ -52,10 +46,10 @@ function positive(name: string, value: unknown): number {
  */
 export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
   checkOptionsObject('hardenServer()', options)
-  const headersTimeout = positive('headersTimeout', optional(options?.headersTimeout, 10_000))
+  const headersTimeout = checkTimeout('headersTimeout', optional(options?.headersTimeout, 10_000))
   const requestTimeout = checkDuration('requestTimeout', optional(options?.requestTimeout, 30_000))
-  const keepAliveTimeout = positive('keepAliveTimeout', optional(options?.keepAliveTimeout, 5_000))
-  const checkInterval = positive('checkInterval', optional(options?.checkInterval, 1_000))
+  const keepAliveTimeout = checkTimeout('keepAliveTimeout', optional(options?.keepAliveTimeout, 5_000))
+  const checkInterval = checkTimeout('checkInterval', optional(options?.checkInterval, 1_000))
   if (requestTimeout !== 0 && headersTimeout > requestTimeout) {
     throw new RangeError(
       `\`headersTimeout\` (${received(headersTimeout)}) must not be longer than \`requestTimeout\` (${received(requestTimeout)}): the headers are part of the request`,

@@ -23,6 +23,7 @@ export { createScope, currentScope, Scope, type ScopeOptions } from './scope.js'
 export { resolveShutdown, type ShutdownOptions, type ShutdownReport, shutdown } from './shutdown.js'
 export {
   createTether,
+  routeTimeout,
   swallowLateWrites,
   Tether,
   type TetherAdapter,

@@ -1,6 +1,6 @@
 import { PoolOverloadedError, withoutStack } from './errors.js'
 import { isThenable, type Task } from './group.js'
-import { counters } from './registry.js'
+import { counters, type TrackedTask } from './registry.js'
 import {
   type AbortSubscriber,
   currentScope,
@@ -193,13 +193,11 @@ class WorkerPool implements Pool {
     // surfaces on the caller's side rather than being absorbed by the pool's bookkeeping.
     return Promise.resolve(result).then(
       (value) => {
-        if (tracked !== undefined) untrack(tracked)
-        this.#release()
+        this.#taskEnded(tracked)
         return value
       },
       (error: unknown) => {
-        if (tracked !== undefined) untrack(tracked)
-        this.#release()
+        this.#taskEnded(tracked)
         throw error
       },
     )
@@ -230,16 +228,20 @@ class WorkerPool implements Pool {
     const tracked = scope?.[kTrack]('pool')
     result.then(
       (value) => {
-        if (tracked !== undefined) untrack(tracked)
-        this.#release()
+        this.#taskEnded(tracked)
         resolve(value)
       },
       (error: unknown) => {
-        if (tracked !== undefined) untrack(tracked)
-        this.#release()
+        this.#taskEnded(tracked)
         reject(error)
       },
     )
+  }
+
+  /** A started task has settled: it leaves its scope's list, and its slot is freed. */
+  #taskEnded(tracked: TrackedTask | undefined): void {
+    if (tracked !== undefined) untrack(tracked)
+    this.#release()
   }
 
   #release(): void {

@@ -214,6 +214,11 @@ export function describeTask(task: TrackedTask, now: number): LeakReport {
   }
 }
 
+/** Where a lingering task came from, for a message: `GET /users/:id`, or `(no route)`. @internal */
+export function describeOrigin(report: Pick<LeakReport, 'method' | 'route'>): string {
+  return report.route === null ? '(no route)' : `${report.method ?? ''} ${report.route}`.trim()
+}
+
 /**
  * A scope ended at `now` with this task pending. It becomes *lingering* only if it is still
  * pending once the abort has propagated: a task that stops when told to settles a few microtasks
@@ -313,10 +318,9 @@ function reportLeak(task: TrackedTask, now: number): void {
   if (logger !== undefined) {
     try {
       const what = report.kind === 'group' ? `${report.tasks} task(s) of a group` : `a ${report.kind} task`
-      const where = report.route === null ? '(no route)' : `${report.method ?? ''} ${report.route}`.trim()
       logger.warn(
         { tether: report },
-        `tether: ${what} started by ${where} still pending ${report.pastEndMs} ms after the request ended`,
+        `tether: ${what} started by ${describeOrigin(report)} still pending ${report.pastEndMs} ms after the request ended`,
       )
     } catch {
       // A broken logger must not take the process down from inside a timer.

@@ -1,5 +1,22 @@
-import { type ServerResponse, STATUS_CODES } from 'node:http'
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
 import { counters } from './registry.js'
+
+/** What tether answers a request it gives up on with. @internal */
+export interface Answer {
+  readonly statusCode: number
+  readonly code: string
+  readonly message: string
+  /** Close the connection after the answer (it is closed anyway while a body is still arriving). */
+  readonly close: boolean
+}
+
+/** The answer during and at the end of a shutdown. @internal */
+export const SHUTTING_DOWN: Answer = Object.freeze({
+  statusCode: 503,
+  code: 'TETHER_SHUTDOWN',
+  message: 'server is shutting down',
+  close: true,
+})
 
 /**
  * Answers a request tether gave up on (deadline passed, server shutting down) with a short JSON
@@ -9,16 +26,33 @@ import { counters } from './registry.js'
  *
  * @internal
  */
-export function answer(res: ServerResponse, statusCode: number, code: string, message: string, close: boolean): void {
+export function answer(res: ServerResponse, { statusCode, code, message, close }: Answer): void {
   for (const name of res.getHeaderNames()) res.removeHeader(name)
   const body = JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
   const headers: Record<string, string | number> = {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
   }
-  if (close) headers.connection = 'close'
+  // A body still arriving (a slow upload) would have to be read to its end before the connection
+  // could serve another request: close it instead.
+  const incomplete = (res as ServerResponse & { req?: IncomingMessage }).req?.complete === false
+  if (close || incomplete) headers.connection = 'close'
   res.writeHead(statusCode, headers)
   res.end(body)
+}
+
+/**
+ * Gives up on a response: answers it if nothing has been sent, cuts it if a part has, and seals
+ * it either way. A response already finished (an abort listener answered its own way) stands.
+ *
+ * @internal
+ */
+export function abandon(res: ServerResponse, answerWith: Answer): void {
+  if (!res.writableEnded) {
+    if (res.headersSent) cut(res)
+    else answer(res, answerWith)
+  }
+  seal(res)
 }
 
 /**

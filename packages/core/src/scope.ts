@@ -1,6 +1,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { CanceledError, DeadlineExceededError, withoutStack } from './errors.js'
-import { defaultPolicy, type RequestInfo, scopeEnded, type TaskKind, TrackedTask, taskSettled } from './registry.js'
+import {
+  defaultPolicy,
+  type RequestInfo,
+  scopeEnded,
+  type TaskKind,
+  TrackedTask,
+  type TrackingPolicy,
+  taskSettled,
+} from './registry.js'
 import { cancelTimer, kDue, kExpire, kList, kNext, kPrev, startTimer, type Timed, type TimerList } from './timers.js'
 import { checkDuration, checkOptionsObject, checkSignal, checkTimestamp } from './validate.js'
 
@@ -303,6 +311,11 @@ export class Scope implements Timed, AbortSubscriber {
     return this.#reason
   }
 
+  /** How this scope's tasks are tracked: its request's policy, or the default. */
+  get #policy(): TrackingPolicy {
+    return this.#request?.policy ?? defaultPolicy
+  }
+
   /** @internal The request this scope belongs to, if any. */
   get [kRequest](): RequestInfo | undefined {
     return this.#request
@@ -327,10 +340,9 @@ export class Scope implements Timed, AbortSubscriber {
    * lingering from the start.
    */
   [kTrack](kind: TaskKind, startedAt = Date.now(), stack = this[kStartSite]()): TrackedTask {
-    const policy = this.#request?.policy ?? defaultPolicy
     const task = new TrackedTask(kind, startedAt, stack)
     if (this.#aborted) {
-      scopeEnded(task, this.#request, policy, Date.now())
+      scopeEnded(task, this.#request, this.#policy, Date.now())
       return task
     }
     task.owner = this
@@ -381,7 +393,7 @@ export class Scope implements Timed, AbortSubscriber {
    * Stack capture is opt-in: it is the one expensive thing tracking can do.
    */
   [kStartSite](): string | undefined {
-    return (this.#request?.policy ?? defaultPolicy).captureStacks ? captureStack() : undefined
+    return this.#policy.captureStacks ? captureStack() : undefined
   }
 
   /** @internal Removes a settled task from this scope's list. */
@@ -518,7 +530,7 @@ export class Scope implements Timed, AbortSubscriber {
     if (task === undefined) return
     this.#tasks = undefined
     const now = Date.now()
-    const policy = this.#request?.policy ?? defaultPolicy
+    const policy = this.#policy
     while (task !== undefined) {
       const next: TrackedTask | undefined = task.next
       task.prev = task.next = task.owner = undefined

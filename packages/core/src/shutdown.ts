@@ -3,7 +3,7 @@ import { Server as NetServer, type Socket } from 'node:net'
 import { trackServer } from './connections.js'
 import { ShutdownError, withoutStack } from './errors.js'
 import { counters, inflightRequests } from './registry.js'
-import { answer, cut, isSealed, seal } from './response.js'
+import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
 import { kAbort } from './scope.js'
 import { checkDuration, checkOptionsObject } from './validate.js'
 
@@ -39,7 +39,7 @@ type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
 
 function refuse(_req: IncomingMessage, res: ServerResponse): void {
   counters.refusedDuringShutdown++
-  answer(res, 503, 'TETHER_SHUTDOWN', 'server is shutting down', true)
+  answer(res, SHUTTING_DOWN)
 }
 
 function delay(ms: number): { promise: Promise<void>; cancel(): void } {
@@ -155,9 +155,7 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number): P
     for (const res of pending) {
       aborted++
       if (isSealed(res) || res.writableEnded) continue
-      if (res.headersSent) cut(res)
-      else answer(res, 503, 'TETHER_SHUTDOWN', 'server is shutting down', true)
-      seal(res)
+      abandon(res, SHUTTING_DOWN)
     }
     if (pending.size > 0) {
       const flush = delay(FLUSH_MS)

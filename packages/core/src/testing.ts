@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { inspect, type LingeringTask } from './inspect.js'
+import { describeOrigin } from './registry.js'
 import { checkDuration, checkFunction, checkOptionsObject } from './validate.js'
 
 /** Options of {@link assertNoLingering}. All optional. */
@@ -25,9 +26,8 @@ export class LingeringTasksError extends Error {
   constructor(tasks: readonly LingeringTask[], waitedMs: number) {
     const lines = tasks.map((task) => {
       const what = task.kind === 'group' ? `group (${task.tasks} task(s))` : `${task.kind} task`
-      const where = task.route === null ? '(no route)' : `${task.method ?? ''} ${task.route}`.trim()
       const site = task.startedAt === null ? '' : `\n      started at ${task.startedAt.split('\n').join('\n        ')}`
-      return `  - ${what} of ${where}, started ${task.ageMs} ms ago, still pending ${task.pastEndMs} ms after its request ended${task.leaked ? ' (leaked)' : ''}${site}`
+      return `  - ${what} of ${describeOrigin(task)}, started ${task.ageMs} ms ago, still pending ${task.pastEndMs} ms after its request ended${task.leaked ? ' (leaked)' : ''}${site}`
     })
     super(`${tasks.length} task(s) outlived their request (still there after ${waitedMs} ms):\n${lines.join('\n')}`)
     this.tasks = tasks

@@ -10,7 +10,7 @@ import {
   removeInflight,
   type TrackingPolicy,
 } from './registry.js'
-import { answer, cut, seal } from './response.js'
+import { type Answer, abandon, SHUTTING_DOWN } from './response.js'
 import {
   type AbortOwner,
   isDeadlineReason,
@@ -23,7 +23,7 @@ import {
   Scope,
   sharedReason,
 } from './scope.js'
-import { checkBoolean, checkDuration, checkOptionsObject, received } from './validate.js'
+import { checkBoolean, checkDuration, checkOptionsObject, checkTimeout, received } from './validate.js'
 
 /** Options shared by {@link createTether} and both adapters. All optional. */
 export interface TetherOptions {
@@ -169,35 +169,17 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   [kScopeAborted](reason: unknown): void {
     const res = this.res
     if (res === undefined) return
-    let status: number
-    let code: string
-    let message: string
-    let close = false
+    let answerWith: Answer
     if (isDeadlineReason(reason)) {
       counters.deadlineExceeded++
-      status = this.tether.status
-      code = 'TETHER_DEADLINE_EXCEEDED'
-      message = 'deadline exceeded'
+      answerWith = this.tether.deadlineAnswer
     } else if (isShutdown(reason)) {
       counters.abortedByShutdown++
-      status = 503
-      code = 'TETHER_SHUTDOWN'
-      message = 'server is shutting down'
-      close = true
+      answerWith = SHUTTING_DOWN
     } else {
       return // cancelled: the client is gone or the response is done; nothing to answer
     }
-    // An abort listener may have answered the request its own way; that answer stands.
-    if (!res.writableEnded) {
-      if (res.headersSent) cut(res)
-      else {
-        // A body still arriving (a slow upload) would have to be read to its end before the
-        // connection could serve another request: close it instead.
-        const incomplete = (res as ServerResponse & { req?: IncomingMessage }).req?.complete === false
-        answer(res, status, code, message, close || incomplete)
-      }
-    }
-    seal(res)
+    abandon(res, answerWith)
     if (this.source !== undefined) this.tether.adapter.seal?.(this.source)
   }
 
@@ -248,6 +230,8 @@ export class Tether {
   readonly timeout: number | undefined
   /** The status sent when the deadline passes before anything was sent. */
   readonly status: number
+  /** @internal What the client gets when the deadline passes before anything was sent. */
+  readonly deadlineAnswer: Answer
   /** The incoming budget header, or `undefined` when incoming budgets are ignored. */
   readonly deadlineHeader: string | undefined
   /** The path of the debug route, or `undefined` when there is none. */
@@ -267,9 +251,7 @@ export class Tether {
   constructor(options?: TetherOptions, adapter: TetherAdapter = {}) {
     checkOptionsObject('tether', options)
     const { timeout, status = 503, deadlineHeader = DEFAULT_DEADLINE_HEADER, leakAfter = 10_000 } = options ?? {}
-    if (timeout !== undefined && checkDuration('timeout', timeout) === 0) {
-      throw new RangeError('`timeout` must be greater than 0 (milliseconds), received 0')
-    }
+    if (timeout !== undefined) checkTimeout('timeout', timeout)
     if (typeof status !== 'number') throw new TypeError(`\`status\` must be a number, received ${received(status)}`)
     if (!Number.isInteger(status) || status < 500 || status > 599) {
       throw new RangeError(`\`status\` must be an HTTP status from 500 to 599, received ${received(status)}`)
@@ -297,6 +279,12 @@ export class Tether {
     this.debugRoute = debugRoute
     this.timeout = timeout
     this.status = status
+    this.deadlineAnswer = Object.freeze({
+      statusCode: status,
+      code: 'TETHER_DEADLINE_EXCEEDED',
+      message: 'deadline exceeded',
+      close: false,
+    })
     this.deadlineHeader = deadlineHeader === false ? undefined : deadlineHeader
     this.policy = Object.freeze({ leakAfter: checkDuration('leakAfter', leakAfter), captureStacks })
     this.logger = logger ?? processWarnings
@@ -369,7 +357,25 @@ export function createTether<Source = unknown>(options?: TetherOptions, adapter?
  */
 export function tightenDeadline(scope: Scope, ms: number): void {
   checkDuration('timeout', ms)
+  scope[kTighten](arrivalOf(scope) + ms)
+}
+
+/**
+ * A route-level timeout for adapters (Express's `timeout(ms)`, Fastify's `config.tether.timeout`):
+ * validates `ms` once, where the route is declared, and returns what tightens each request's
+ * deadline to `ms` after its arrival, as {@link tightenDeadline} does, without checking it again.
+ *
+ * @param ms - a finite number of milliseconds > 0
+ * @param name - how an error message names the setting
+ * @throws TypeError/RangeError naming the setting and the value received
+ */
+export function routeTimeout(ms: unknown, name: string): (scope: Scope) => void {
+  const timeout = checkTimeout(name, ms)
+  return (scope) => scope[kTighten](arrivalOf(scope) + timeout)
+}
+
+/** When the request a scope stands for arrived; now, for a scope that is not a request's. */
+function arrivalOf(scope: Scope): number {
   const request = scope[kRequest]
-  const from = request instanceof TetheredRequest && request.scope === scope ? request.startedAt : Date.now()
-  scope[kTighten](from + ms)
+  return request instanceof TetheredRequest && request.scope === scope ? request.startedAt : Date.now()
 }

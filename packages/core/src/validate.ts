@@ -35,6 +35,17 @@ export function checkDuration(name: string, value: unknown, allowInfinity = fals
   return value
 }
 
+/** A timeout in milliseconds: a finite number > 0. Never coerced. */
+export function checkTimeout(name: string, value: unknown): number {
+  if (typeof value !== 'number') {
+    throw new TypeError(`\`${name}\` must be a number of milliseconds, received ${received(value)}`)
+  }
+  if (!(value > 0 && Number.isFinite(value))) {
+    throw new RangeError(`\`${name}\` must be a finite number > 0 (milliseconds), received ${received(value)}`)
+  }
+  return value
+}
+
 /** A positive integer, or `Infinity` where allowed (concurrency, limits, queue sizes). */
 export function checkCount(name: string, value: unknown, { min = 1, allowInfinity = true } = {}): number {
   if (typeof value !== 'number') {

@@ -1,11 +1,4 @@
-import {
-  createTether,
-  inspect,
-  type Scope,
-  type TetherAdapter,
-  type TetherOptions,
-  tightenDeadline,
-} from '@tether/core'
+import { createTether, inspect, routeTimeout, type Scope, type TetherAdapter, type TetherOptions } from '@tether/core'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 
 declare global {
@@ -77,16 +70,14 @@ export function tether(options?: TetherExpressOptions): RequestHandler {
  * ```
  */
 export function timeout(ms: number): RequestHandler {
-  if (typeof ms !== 'number') throw new TypeError(`timeout(ms): \`ms\` must be a number, received ${String(ms)}`)
-  if (!Number.isFinite(ms) || ms <= 0) {
-    throw new RangeError(`timeout(ms): \`ms\` must be a finite number > 0 (milliseconds), received ${ms}`)
-  }
+  // The message reads: `ms` of `timeout(ms)` must be ...
+  const tighten = routeTimeout(ms, 'ms` of `timeout(ms)')
   return function tetherTimeout(req: Request, _res: Response, next: NextFunction): void {
     if (req.scope === undefined) {
       next(new Error('timeout() needs the tether() middleware earlier in the chain'))
       return
     }
-    tightenDeadline(req.scope, ms)
+    tighten(req.scope)
     next()
   }
 }

@@ -5,12 +5,12 @@ import {
   inspect,
   resolveHardening,
   resolveShutdown,
+  routeTimeout,
   type Scope,
   shutdown,
   swallowLateWrites,
   type TetherAdapter,
   type TetherOptions,
-  tightenDeadline,
   trackConnections,
 } from '@tether/core'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
@@ -100,15 +100,6 @@ function appendHook<T>(existing: T | T[] | undefined, hook: T): T[] {
   return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
 }
 
-function checkRouteTimeout(route: RouteOptions, value: unknown): number {
-  const where = `route ${route.method} ${route.url}: \`config.tether.timeout\``
-  if (typeof value !== 'number') throw new TypeError(`${where} must be a number, received ${String(value)}`)
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new RangeError(`${where} must be a finite number > 0 (milliseconds), received ${value}`)
-  }
-  return value
-}
-
 // An async plugin: an invalid option rejects the registration (`register()`/`ready()`), where a
 // synchronous throw from a callback-style plugin would escape avvio and crash the process.
 const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) => {
@@ -150,16 +141,19 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     // handlerTimeout is in Fastify ≥ 5.8's config, not yet in its initialConfig type.
     const serverHandlerTimeout = (app.initialConfig as { handlerTimeout?: number }).handlerTimeout ?? 0
     const config = route.config as { tether?: { timeout?: unknown } } | undefined
-    let routeTimeout =
-      config?.tether?.timeout === undefined ? undefined : checkRouteTimeout(route, config.tether.timeout)
+    // The message reads: `config.tether.timeout` of route `GET /x` must be ...
+    const name = `config.tether.timeout\` of route \`${route.method} ${route.url}`
+    const configured = config?.tether?.timeout
+    let tighten = configured === undefined ? undefined : routeTimeout(configured, name)
     // Fastify's own handlerTimeout answers at its deadline; the scope aborts then too.
     const handlerTimeout = route.handlerTimeout ?? serverHandlerTimeout
-    if (handlerTimeout > 0 && (routeTimeout === undefined || handlerTimeout < routeTimeout))
-      routeTimeout = handlerTimeout
-    if (routeTimeout !== undefined) {
-      const ms = routeTimeout
+    if (handlerTimeout > 0 && (configured === undefined || handlerTimeout < (configured as number))) {
+      tighten = routeTimeout(handlerTimeout, 'handlerTimeout')
+    }
+    if (tighten !== undefined) {
+      const tightenRequest = tighten
       route.onRequest = appendHook(route.onRequest, function tetherRouteTimeout(request, _reply, hookDone) {
-        tightenDeadline(request.scope, ms)
+        tightenRequest(request.scope)
         hookDone()
       })
     }
