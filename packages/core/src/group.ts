@@ -1,5 +1,5 @@
 import { getEventListeners } from 'node:events'
-import { CanceledError, withoutStack } from './errors.js'
+import { CanceledError } from './errors.js'
 import type { TrackedTask } from './registry.js'
 import {
   type AbortSubscriber,
@@ -12,6 +12,7 @@ import {
   kSubscribe,
   kTrack,
   kUnsubscribe,
+  lazyReason,
   reasonValue,
   type Scope,
   scopeForSignal,
@@ -65,9 +66,9 @@ enum Collect {
   Outcomes = 2,
 }
 
-// The reason a group's signal aborts with once the group is done. One shared, frozen instance:
-// groups finish by the million and nobody needs a distinct error (or its stack) for each.
-const groupFinished = withoutStack(() => Object.freeze(new CanceledError('task group finished')))
+// The reason a group's signal aborts with once the group is done, built only if someone reads it:
+// groups finish by the million and almost nobody does. Never shared or frozen (see lazyReason).
+const groupFinished = () => new CanceledError('task group finished')
 
 interface Queued {
   readonly task: Task<unknown>
@@ -237,11 +238,11 @@ export class TaskGroup implements AbortSubscriber {
     if (this.#aborted) return
     const controller = this.#controller
     if (controller !== undefined && getEventListeners(controller.signal, 'abort').length > 0) {
-      this.#abort(groupFinished)
+      this.#abort(lazyReason(groupFinished))
       return
     }
     this.#aborted = true
-    this.#reason = groupFinished
+    this.#reason = lazyReason(groupFinished)
     this.#unlink()
   }
 

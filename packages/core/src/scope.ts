@@ -86,14 +86,16 @@ export function isDeadlineReason(reason: unknown): boolean {
 }
 
 /**
- * An abort reason built once, the first time someone reads it, then shared by every scope that
- * aborts with it. For the reasons every request ends with ("response finished"): nobody needs a
- * distinct error per request, and building none at all is the cheapest.
+ * An abort reason for one scope (and the children it reaches), built the first time someone reads
+ * it. For the reasons every request ends with ("response finished"): most are never read, so the
+ * error is never built; one that is read is the scope's own, an ordinary extensible error. It is
+ * never shared or frozen, because consumers decorate the reason they receive (undici's `fetch`
+ * defines `stack` on it, and throws a TypeError on an object that is not extensible).
  *
  * @internal
  */
-export function sharedReason(make: () => object): unknown {
-  return new LazyReason(() => Object.freeze(make()))
+export function lazyReason(make: () => object): unknown {
+  return new LazyReason(make)
 }
 
 /** @internal Symbol-keyed members used by the rest of the package (group, pool, request binding). */

@@ -20,8 +20,8 @@ import {
   kRequest,
   kScopeAborted,
   kTighten,
+  lazyReason,
   Scope,
-  sharedReason,
 } from './scope.js'
 import { checkBoolean, checkDuration, checkOptionsObject, checkTimeout, received } from './validate.js'
 
@@ -106,8 +106,8 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 const kRecord = Symbol('tether.request')
 type TetheredResponse = ServerResponse & { [kRecord]?: TetheredRequest | undefined }
 
-const responseFinished = sharedReason(() => new CanceledError('response finished'))
-const clientClosed = sharedReason(() => new CanceledError('client closed the connection'))
+const responseFinished = () => new CanceledError('response finished')
+const clientClosed = () => new CanceledError('client closed the connection')
 
 /** One request in flight: what the registry lists and what reacts when its scope aborts. */
 class TetheredRequest implements InflightEntry, AbortOwner {
@@ -188,10 +188,10 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     removeInflight(this)
     const scope = this.scope
     if (!scope[kIsAborted]) {
-      if (res.writableEnded) scope[kAbort](responseFinished)
+      if (res.writableEnded) scope[kAbort](lazyReason(responseFinished))
       else {
         counters.clientClosed++
-        scope[kAbort](clientClosed)
+        scope[kAbort](lazyReason(clientClosed))
       }
     }
     this.res = undefined
