@@ -2,13 +2,22 @@ import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { type Counters, counters, inflightRequests, lingering, observeLingeringSettled } from './registry.js'
 import { checkOptionsObject, optional, received } from './validate.js'
 
+/**
+ * What tether needs of a prom-client `Registry`. Declared here rather than imported, so that the
+ * declarations compile without prom-client installed (it is an optional peer dependency).
+ */
+export interface MetricsRegistry {
+  registerMetric(metric: never): void
+  removeSingleMetric(name: string): void
+}
+
 /** Options of {@link registerMetrics}. All optional. */
 export interface MetricsOptions {
   /**
-   * The prom-client registry to register on.
+   * The prom-client registry to register on (any `Registry` of prom-client).
    * @default prom-client's default registry (`client.register`)
    */
-  readonly register?: Registry
+  readonly register?: MetricsRegistry
   /**
    * Prefix of every metric name.
    * @default 'tether_'
@@ -101,11 +110,11 @@ export function registerMetrics(options?: MetricsOptions): TetherMetrics {
     throw new TypeError(`\`buckets\` must be an array of finite numbers (seconds), received ${received(buckets)}`)
   }
   const register = options?.register
-  if (register !== undefined && typeof (register as Partial<Registry> | null)?.registerMetric !== 'function') {
+  if (register !== undefined && typeof (register as Partial<MetricsRegistry> | null)?.registerMetric !== 'function') {
     throw new TypeError(`\`register\` must be a prom-client Registry, received ${received(register)}`)
   }
   const client = loadPromClient()
-  const registry = register ?? client.register
+  const registry = (register as Registry | undefined) ?? client.register
   const existing = registered.get(registry)
   if (existing !== undefined) return existing
 
