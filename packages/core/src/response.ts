@@ -66,7 +66,7 @@ export function cut(res: ServerResponse): void {
   res.destroy()
 }
 
-const kSealed = Symbol('tether.sealed')
+const kSealed = Symbol.for('tether.sealed')
 
 function countWrite(this: ServerResponse, ...args: unknown[]): ServerResponse {
   counters.lateWrites++

@@ -9,6 +9,7 @@ import {
   type TrackingPolicy,
   taskSettled,
 } from './registry.js'
+import { shared } from './shared.js'
 import { cancelTimer, kDue, kExpire, kList, kNext, kPrev, startTimer, type Timed, type TimerList } from './timers.js'
 import { checkDuration, checkOptionsObject, checkSignal, checkTimestamp } from './validate.js'
 
@@ -33,19 +34,24 @@ export interface ScopeOptions {
 }
 
 // One storage for the whole process, holding the scope only (never req/res), entered with run().
-const storage = new AsyncLocalStorage<Scope>()
+// Shared by every copy of the package, so an app's copy sees the scope an adapter's copy entered.
+const storage = shared('tether.storage', () => new AsyncLocalStorage<Scope>())
 
 // Tags a scope's signal with its scope, so that a scope's own signal passed back to us as a
 // `signal` option is followed through a direct parent→child link rather than an abort listener.
 // A symbol property costs a few ns; a WeakMap entry per signal cost ~140 ns on Node 24.
-const kScopeOfSignal = Symbol('tether.scopeOfSignal')
+const kScopeOfSignal = Symbol.for('tether.scopeOfSignal')
 type TaggedSignal = AbortSignal & { [kScopeOfSignal]?: Scope }
 
 /**
  * An abort reason made only when someone looks at it. Requests end by the million with a
  * `CanceledError` nobody reads; building each one would cost more than the rest of the request.
  */
+const kLazyReason = Symbol.for('tether.lazyReason')
+
 class LazyReason {
+  // A brand rather than instanceof: a reason made by another copy of the package is lazy too.
+  readonly [kLazyReason] = true
   #value: unknown
   #made = false
   constructor(
@@ -70,7 +76,11 @@ const makeDeadlineExceeded = () => new DeadlineExceededError()
  * @internal
  */
 export function reasonValue(reason: unknown): unknown {
-  return reason instanceof LazyReason ? reason.value : reason
+  return isLazy(reason) ? reason.value : reason
+}
+
+function isLazy(reason: unknown): reason is LazyReason {
+  return typeof reason === 'object' && reason !== null && (reason as LazyReason)[kLazyReason] === true
 }
 
 /**
@@ -79,7 +89,7 @@ export function reasonValue(reason: unknown): unknown {
  * @internal
  */
 export function isDeadlineReason(reason: unknown): boolean {
-  if (reason instanceof LazyReason) return reason.isDeadline
+  if (isLazy(reason)) return reason.isDeadline
   return (
     typeof reason === 'object' && reason !== null && (reason as { code?: unknown }).code === 'TETHER_DEADLINE_EXCEEDED'
   )
@@ -99,31 +109,31 @@ export function lazyReason(make: () => object): unknown {
 }
 
 /** @internal Symbol-keyed members used by the rest of the package (group, pool, request binding). */
-export const kTrack = Symbol('tether.scope.track')
+export const kTrack = Symbol.for('tether.scope.track')
 /** @internal */
-export const kUntrack = Symbol('tether.scope.untrack')
+export const kUntrack = Symbol.for('tether.scope.untrack')
 /** @internal */
-export const kTighten = Symbol('tether.scope.tighten')
+export const kTighten = Symbol.for('tether.scope.tighten')
 /** @internal */
-export const kAbort = Symbol('tether.scope.abort')
+export const kAbort = Symbol.for('tether.scope.abort')
 /** @internal */
-export const kRequest = Symbol('tether.scope.request')
+export const kRequest = Symbol.for('tether.scope.request')
 /** @internal */
-export const kIsAborted = Symbol('tether.scope.aborted')
+export const kIsAborted = Symbol.for('tether.scope.aborted')
 /** @internal */
-export const kReason = Symbol('tether.scope.reason')
+export const kReason = Symbol.for('tether.scope.reason')
 /** @internal */
-export const kStartSite = Symbol('tether.scope.startSite')
+export const kStartSite = Symbol.for('tether.scope.startSite')
 /** @internal */
-export const kOnAbort = Symbol('tether.scope.onAbort')
+export const kOnAbort = Symbol.for('tether.scope.onAbort')
 
 /** @internal The method an {@link AbortSubscriber} is called through. */
-export const kScopeAborted = Symbol('tether.scope.aborted.notify')
+export const kScopeAborted = Symbol.for('tether.scope.aborted.notify')
 
 /** @internal Links of an {@link AbortSubscriber} in its scope's list. */
-export const kSiblingPrev = Symbol('tether.scope.siblingPrev')
+export const kSiblingPrev = Symbol.for('tether.scope.siblingPrev')
 /** @internal */
-export const kSiblingNext = Symbol('tether.scope.siblingNext')
+export const kSiblingNext = Symbol.for('tether.scope.siblingNext')
 
 /**
  * Told when a scope aborts: a child scope, a task group, a queued pool call. Subscribers sit in an
@@ -143,9 +153,9 @@ export interface AbortOwner {
 }
 
 /** @internal */
-export const kSubscribe = Symbol('tether.scope.subscribe')
+export const kSubscribe = Symbol.for('tether.scope.subscribe')
 /** @internal */
-export const kUnsubscribe = Symbol('tether.scope.unsubscribe')
+export const kUnsubscribe = Symbol.for('tether.scope.unsubscribe')
 
 /**
  * The lifetime of one piece of work, usually a request: a deadline, an `AbortSignal` that aborts
@@ -194,7 +204,11 @@ export class Scope implements Timed, AbortSubscriber {
     request?: RequestInfo,
     now?: number,
   ): Scope {
-    if (parent !== undefined) return parent.#spawn(deadline, signal)
+    if (parent !== undefined) {
+      // A parent made by another copy of the package has its own #spawn: go through its public API.
+      if (!(#spawn in parent)) return (parent as Scope).child({ deadline, signal })
+      return parent.#spawn(deadline, signal)
+    }
     const scope = new Scope(undefined, deadline, request)
     if (signal !== undefined) scope.#follow(signal)
     if (!scope.#aborted) scope.#arm(now)

@@ -103,7 +103,7 @@ const processWarnings: Logger = {
 // Header names are HTTP tokens; Node gives them to us lowercased.
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 
-const kRecord = Symbol('tether.request')
+const kRecord = Symbol.for('tether.request')
 type TetheredResponse = ServerResponse & { [kRecord]?: TetheredRequest | undefined }
 
 const responseFinished = () => new CanceledError('response finished')
@@ -377,5 +377,6 @@ export function routeTimeout(ms: unknown, name: string): (scope: Scope) => void 
 /** When the request a scope stands for arrived; now, for a scope that is not a request's. */
 function arrivalOf(scope: Scope): number {
   const request = scope[kRequest]
-  return request instanceof TetheredRequest && request.scope === scope ? request.startedAt : Date.now()
+  // Duck-typed: the request may have been attached by another copy of the package.
+  return request !== undefined && (request as { scope?: unknown }).scope === scope ? request.startedAt : Date.now()
 }

@@ -14,15 +14,15 @@
 const MAX_TIMER_DELAY = 2 ** 31 - 1
 
 /** @internal */
-export const kDue = Symbol('tether.timer.due')
+export const kDue = Symbol.for('tether.timer.due')
 /** @internal */
-export const kPrev = Symbol('tether.timer.prev')
+export const kPrev = Symbol.for('tether.timer.prev')
 /** @internal */
-export const kNext = Symbol('tether.timer.next')
+export const kNext = Symbol.for('tether.timer.next')
 /** @internal */
-export const kList = Symbol('tether.timer.list')
+export const kList = Symbol.for('tether.timer.list')
 /** @internal */
-export const kExpire = Symbol('tether.timer.expire')
+export const kExpire = Symbol.for('tether.timer.expire')
 
 /** Something waiting for a due time: the fields are its links in a list. @internal */
 export interface Timed {
