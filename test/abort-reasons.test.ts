@@ -1,7 +1,12 @@
+import { EventEmitter, once } from 'node:events'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import {
   all,
+  createScope,
   currentScope,
   isCanceled,
   isDeadlineExceeded,
@@ -210,11 +215,6 @@ describe.each(adapters)('$name: the reason a scope ends with reaches fetch intac
 
 describe('a scope reason survives every consumer that receives it', () => {
   it('reaches timers/promises, events.once, pipeline and throwIfAborted unchanged, unfrozen', async () => {
-    const { setTimeout: sleep } = await import('node:timers/promises')
-    const { once, EventEmitter } = await import('node:events')
-    const { pipeline } = await import('node:stream/promises')
-    const { Readable, Writable } = await import('node:stream')
-    const { createScope } = await import('@tether/core')
     for (const end of ['cancel', 'deadline'] as const) {
       const scope = createScope(end === 'deadline' ? { timeout: 20 } : {})
       const signal = scope.signal

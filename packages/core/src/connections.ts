@@ -1,5 +1,6 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
+import { checkServer } from './validate.js'
 
 /**
  * The connections of a server, as shutdown needs to see them. Node keeps its own list but shows it
@@ -81,6 +82,7 @@ export function serverState(server: Server): ServerState | undefined {
  * @returns the same server
  */
 export function trackConnections<S extends Server>(server: S): S {
+  checkServer('trackConnections()', server)
   trackServer(server)
   return server
 }

@@ -24,6 +24,8 @@ export interface ScopedFetchOptions {
   readonly margin?: number
 }
 
+const SCOPED_FETCH_OPTIONS = ['fetch', 'header', 'margin']
+
 // The ways a Response's body is read to its end; scopedFetch lets go of the call once one is done.
 const BODY_READERS = ['arrayBuffer', 'blob', 'bytes', 'formData', 'json', 'text'] as const
 
@@ -66,7 +68,7 @@ function budgetHeader(option: string | false | undefined, scope: Scope): string 
  * @throws TypeError/RangeError naming the option and the value received
  */
 export function createScopedFetch(options?: ScopedFetchOptions): typeof fetch {
-  checkOptionsObject('createScopedFetch()', options)
+  checkOptionsObject('createScopedFetch()', options, SCOPED_FETCH_OPTIONS)
   // Looked up at each call by default, so a fetch installed later (a mock, a polyfill) is used.
   const fetchImpl = optional<typeof fetch>(options?.fetch, (input, init) => globalThis.fetch(input, init))
   checkFunction('fetch', fetchImpl)

@@ -20,6 +20,8 @@ import {
 } from './scope.js'
 import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
 
+const GROUP_OPTIONS = ['signal', 'limit']
+
 /**
  * A unit of work started by a group or a pool: it receives the group's signal and should stop
  * when it aborts. A synchronous throw counts as a failure, like a rejection.
@@ -135,7 +137,7 @@ export class TaskGroup implements AbortSubscriber {
    * @throws TypeError/RangeError naming the option, for invalid options
    */
   constructor(options?: TaskGroupOptions) {
-    checkOptionsObject('TaskGroup', options)
+    checkOptionsObject('TaskGroup', options, GROUP_OPTIONS)
     this.limit = options?.limit === undefined ? Number.POSITIVE_INFINITY : checkCount('limit', options.limit)
     const signal = options?.signal === undefined ? undefined : checkSignal('signal', options.signal)
     const parent = signal === undefined ? currentScope() : scopeForSignal(signal)

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import { trackServer } from './connections.js'
-import { checkDuration, checkOptionsObject, checkTimeout, optional, received } from './validate.js'
+import { checkDuration, checkOptionsObject, checkServer, checkTimeout, optional, received } from './validate.js'
 
 /** Options of {@link hardenServer}. All optional; each is in milliseconds. */
 export interface HardenOptions {
@@ -31,6 +31,8 @@ export interface HardenOptions {
   readonly checkInterval?: number
 }
 
+const HARDEN_OPTIONS = ['headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'checkInterval']
+
 /** The timeouts {@link hardenServer} applies, all in milliseconds. */
 export interface HardenedTimeouts {
   readonly headersTimeout: number
@@ -45,7 +47,7 @@ export interface HardenedTimeouts {
  * @throws TypeError/RangeError naming the option and the value received, or the inconsistency
  */
 export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
-  checkOptionsObject('hardenServer()', options)
+  checkOptionsObject('hardenServer()', options, HARDEN_OPTIONS)
   const headersTimeout = checkTimeout('headersTimeout', optional(options?.headersTimeout, 10_000))
   const requestTimeout = checkDuration('requestTimeout', optional(options?.requestTimeout, 30_000))
   const keepAliveTimeout = checkTimeout('keepAliveTimeout', optional(options?.keepAliveTimeout, 5_000))
@@ -82,7 +84,8 @@ function setCheckInterval(server: CheckingServer, ms: number): void {
  * @param server - the server to harden
  * @param options - `headersTimeout`, `requestTimeout`, `keepAliveTimeout`, `checkInterval` (ms)
  * @returns the same server
- * @throws TypeError/RangeError naming the option and the value received, or the inconsistency
+ * @throws TypeError/RangeError naming the option and the value received, or the inconsistency;
+ *   TypeError for anything that is not a Node server (an Express app, a Fastify instance)
  *
  * @example
  * ```ts
@@ -90,6 +93,7 @@ function setCheckInterval(server: CheckingServer, ms: number): void {
  * ```
  */
 export function hardenServer<S extends Server>(server: S, options?: HardenOptions): S {
+  checkServer('hardenServer()', server)
   const timeouts = resolveHardening(options)
   server.headersTimeout = timeouts.headersTimeout
   server.requestTimeout = timeouts.requestTimeout

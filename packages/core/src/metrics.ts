@@ -30,6 +30,8 @@ export interface MetricsOptions {
   readonly buckets?: readonly number[]
 }
 
+const METRICS_OPTIONS = ['register', 'prefix', 'buckets']
+
 /** What {@link registerMetrics} registered. */
 export interface TetherMetrics {
   /** The metric names registered, prefix included. */
@@ -100,7 +102,7 @@ const registered = new WeakMap<object, TetherMetrics>()
  * ```
  */
 export function registerMetrics(options?: MetricsOptions): TetherMetrics {
-  checkOptionsObject('registerMetrics()', options)
+  checkOptionsObject('registerMetrics()', options, METRICS_OPTIONS)
   const prefix = optional(options?.prefix, 'tether_')
   if (typeof prefix !== 'string' || !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) {
     throw new TypeError(`\`prefix\` must be a valid Prometheus metric name prefix, received ${received(prefix)}`)

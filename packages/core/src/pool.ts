@@ -33,6 +33,8 @@ export interface PoolOptions {
   readonly retryAfter?: number
 }
 
+const POOL_OPTIONS = ['concurrency', 'maxQueue', 'retryAfter']
+
 /** Options of {@link Pool.run}. */
 export interface PoolRunOptions {
   /**
@@ -42,6 +44,8 @@ export interface PoolRunOptions {
    */
   readonly signal?: AbortSignal
 }
+
+const RUN_OPTIONS = ['signal']
 
 /** A bounded worker pool: at most `concurrency` tasks at once, the rest queued FIFO. */
 export interface Pool {
@@ -136,11 +140,11 @@ class WorkerPool implements Pool {
     let signal: AbortSignal
     let scope: Scope | undefined
     if (options?.signal !== undefined) {
-      checkOptionsObject('pool.run()', options)
+      checkOptionsObject('pool.run()', options, RUN_OPTIONS)
       signal = checkSignal('signal', options.signal)
       scope = scopeForSignal(signal)
     } else {
-      if (options !== undefined) checkOptionsObject('pool.run()', options)
+      if (options !== undefined) checkOptionsObject('pool.run()', options, RUN_OPTIONS)
       scope = currentScope()
       signal = scope === undefined ? neverAborted : scope.signal
     }
@@ -298,7 +302,7 @@ class WorkerPool implements Pool {
  * ```
  */
 export function createPool(options: PoolOptions): Pool {
-  checkOptionsObject('createPool()', options)
+  checkOptionsObject('createPool()', options, POOL_OPTIONS)
   const concurrency = checkCount('concurrency', options?.concurrency)
   const maxQueue =
     options.maxQueue === undefined ? Number.POSITIVE_INFINITY : checkCount('maxQueue', options.maxQueue, { min: 0 })

@@ -33,6 +33,8 @@ export interface ScopeOptions {
   readonly signal?: AbortSignal
 }
 
+const SCOPE_OPTIONS = ['timeout', 'deadline', 'signal']
+
 // One storage for the whole process, holding the scope only (never req/res), entered with run().
 // Shared by every copy of the package, so an app's copy sees the scope an adapter's copy entered.
 const storage = shared('tether.storage', () => new AsyncLocalStorage<Scope>())
@@ -584,7 +586,7 @@ function readScopeOptions(
   options: ScopeOptions | undefined,
 ): { deadline: number | undefined; signal: AbortSignal | undefined } {
   if (options === undefined) return { deadline: undefined, signal: undefined }
-  checkOptionsObject(where, options)
+  checkOptionsObject(where, options, SCOPE_OPTIONS)
   let deadline: number | undefined
   if (options.timeout !== undefined) deadline = Date.now() + checkDuration('timeout', options.timeout)
   if (options.deadline !== undefined) {

@@ -5,7 +5,7 @@ import { ShutdownError, withoutStack } from './errors.js'
 import { counters, inflightRequests } from './registry.js'
 import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
 import { kAbort } from './scope.js'
-import { checkDuration, checkOptionsObject } from './validate.js'
+import { checkDuration, checkOptionsObject, checkServer } from './validate.js'
 
 /** Options of {@link shutdown}. */
 export interface ShutdownOptions {
@@ -16,6 +16,8 @@ export interface ShutdownOptions {
    */
   readonly grace?: number
 }
+
+const SHUTDOWN_OPTIONS = ['grace']
 
 /** What {@link shutdown} did. */
 export interface ShutdownReport {
@@ -69,7 +71,8 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  * @param server - the server (`app.listen()`'s return value, or Fastify's `app.server`)
  * @param options - `grace` (ms, default 10000)
  * @returns what happened: how many requests finished, were aborted, were refused
- * @throws TypeError/RangeError (at once) for an invalid `grace`
+ * @throws TypeError/RangeError (at once) for an invalid `grace`, TypeError for anything that is not
+ *   a Node server (an Express app, a Fastify instance)
  *
  * @example
  * ```ts
@@ -80,6 +83,7 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  * ```
  */
 export function shutdown(server: Server, options?: ShutdownOptions): Promise<ShutdownReport> {
+  checkServer('shutdown()', server)
   const { grace } = resolveShutdown(options)
   const state = trackServer(server)
   state.shutdown ??= run(server, state.sockets as Set<ServerSocket>, grace)
@@ -92,7 +96,7 @@ export function shutdown(server: Server, options?: ShutdownOptions): Promise<Shu
  * @throws TypeError/RangeError naming the option and the value received
  */
 export function resolveShutdown(options?: ShutdownOptions): Required<ShutdownOptions> {
-  checkOptionsObject('shutdown()', options)
+  checkOptionsObject('shutdown()', options, SHUTDOWN_OPTIONS)
   return { grace: options?.grace === undefined ? 10_000 : checkDuration('grace', options.grace) }
 }
 

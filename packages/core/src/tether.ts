@@ -80,16 +80,38 @@ export interface TetherOptions {
  * whatever the adapter passed to {@link Tether.attach} (Express's `req`, Fastify's `reply`).
  */
 export interface TetherAdapter<Source = unknown> {
+  /** How option errors name the entry point, e.g. `tether()`. */
+  readonly name?: string
+  /** Option keys the adapter reads itself, accepted beside the core's {@link TETHER_OPTIONS}. */
+  readonly options?: readonly string[]
   /** The route pattern of a request (`/users/:id`), for snapshots and reports. */
   route?(source: Source): string | undefined
   /** The logger for leak reports of this request's tasks. */
   logger?(source: Source): Logger | undefined
+  /**
+   * Whether the framework has handed the response to the user (Fastify's `reply.hijack()`): tether
+   * then never answers, cuts or seals it. Its scope still aborts at the deadline, so work is told.
+   */
+  owned?(source: Source): boolean
   /**
    * Called once tether has answered or cut the response (and sealed the raw response): neutralise
    * the framework's own ways of writing, typically with {@link swallowLateWrites}.
    */
   seal?(source: Source): void
 }
+
+/**
+ * The option keys the core reads: any other key is refused unless the adapter reads it. The
+ * debug route is validated here but only an adapter can serve it, so only adapters accept it.
+ */
+export const TETHER_OPTIONS: readonly string[] = [
+  'timeout',
+  'status',
+  'deadlineHeader',
+  'leakAfter',
+  'captureStacks',
+  'logger',
+]
 
 const processWarnings: Logger = {
   warn(_object, message) {
@@ -179,6 +201,8 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     } else {
       return // cancelled: the client is gone or the response is done; nothing to answer
     }
+    const { adapter } = this.tether
+    if (this.source !== undefined && adapter.owned?.(this.source) === true) return
     abandon(res, answerWith)
     if (this.source !== undefined) this.tether.adapter.seal?.(this.source)
   }
@@ -249,7 +273,8 @@ export class Tether {
    * @throws TypeError/RangeError naming the option and the value received
    */
   constructor(options?: TetherOptions, adapter: TetherAdapter = {}) {
-    checkOptionsObject('tether', options)
+    const where = adapter.name ?? 'createTether()'
+    checkOptionsObject(where, options, adapter.options ? [...TETHER_OPTIONS, ...adapter.options] : TETHER_OPTIONS)
     const { timeout, status = 503, deadlineHeader = DEFAULT_DEADLINE_HEADER, leakAfter = 10_000 } = options ?? {}
     if (timeout !== undefined) checkTimeout('timeout', timeout)
     if (typeof status !== 'number') throw new TypeError(`\`status\` must be a number, received ${received(status)}`)
@@ -310,19 +335,18 @@ export class Tether {
    * ```
    */
   attach(req: IncomingMessage, res: ServerResponse, source?: unknown): Scope {
+    const response = res as TetheredResponse
+    // Attached already (a sub-app with its own tether(), tether mounted twice, or another copy of
+    // the package): the first binding owns the request; this one can only tighten its deadline.
+    const existing = response[kRecord]
+    if (existing !== undefined) {
+      const deadline = this.#deadline(req, existing.startedAt, existing.deadlineHeader)
+      if (deadline !== undefined) existing.scope[kTighten](deadline)
+      return existing.scope
+    }
     counters.requests++
     const startedAt = Date.now()
-    let deadline = this.timeout === undefined ? undefined : startedAt + this.timeout
-    const header = this.deadlineHeader
-    if (header !== undefined) {
-      const value = req.headers[header]
-      if (value !== undefined) {
-        const budget = parseBudget(value, header)
-        if (budget === undefined) counters.ignoredDeadlineHeaders++
-        else if (deadline === undefined || startedAt + budget < deadline) deadline = startedAt + budget
-      }
-    }
-    const response = res as TetheredResponse
+    const deadline = this.#deadline(req, startedAt)
     const server = adoptSocket(req.socket)
     const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, response, source)
     const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
@@ -333,6 +357,24 @@ export class Tether {
     // Set last: a budget of 0 aborts the scope at once, and the answer needs all of the above.
     scope[kOnAbort] = record
     return scope
+  }
+
+  /**
+   * The deadline of a request that arrived at `startedAt`: `timeout` or the caller's budget,
+   * whichever is earlier. A header another binding has read already is not read (or counted) again.
+   */
+  #deadline(req: IncomingMessage, startedAt: number, readAlready?: string): number | undefined {
+    let deadline = this.timeout === undefined ? undefined : startedAt + this.timeout
+    const header = this.deadlineHeader
+    if (header !== undefined && header !== readAlready) {
+      const value = req.headers[header]
+      if (value !== undefined) {
+        const budget = parseBudget(value, header)
+        if (budget === undefined) counters.ignoredDeadlineHeaders++
+        else if (deadline === undefined || startedAt + budget < deadline) deadline = startedAt + budget
+      }
+    }
+    return deadline
   }
 }
 

@@ -1,3 +1,4 @@
+import { Server as NetServer } from 'node:net'
 import { inspect } from 'node:util'
 
 /** Shows a received value the way an error message should: strings quoted, objects shallow. */
@@ -13,11 +14,53 @@ export function optional<T>(value: T | undefined, fallback: T): T {
   return value === undefined ? fallback : value
 }
 
-/** Throws unless `options` is undefined or a plain object. */
-export function checkOptionsObject(where: string, options: unknown): void {
-  if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
+/**
+ * Throws unless `options` is undefined or an object whose every key is one of `known`. A misspelt
+ * option must not pass silently: `{ timeut: 100 }` would otherwise mean no deadline at all.
+ * Inherited enumerable keys count, as they do when options are read.
+ */
+export function checkOptionsObject(where: string, options: unknown, known: readonly string[]): void {
+  if (options === undefined) return
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new TypeError(`${where} expects an options object, received ${received(options)}`)
   }
+  for (const key in options) {
+    if (!known.includes(key)) throw unknownOption(where, key, known)
+  }
+}
+
+function unknownOption(where: string, key: string, known: readonly string[]): TypeError {
+  let nearest: string | undefined
+  let best = Math.max(2, Math.floor(key.length / 3)) + 1
+  const typed = key.toLowerCase()
+  for (const candidate of known) {
+    const name = candidate.toLowerCase()
+    // A key that a known name starts with (`keepAlive`) is as good as a near miss.
+    const distance = typed.length >= 4 && name.startsWith(typed) ? 1 : editDistance(typed, name)
+    if (distance < best) {
+      best = distance
+      nearest = candidate
+    }
+  }
+  const hint =
+    nearest === undefined
+      ? `known options: ${known.map((name) => `\`${name}\``).join(', ')}`
+      : `did you mean \`${nearest}\`?`
+  return new TypeError(`${where} has no option \`${key}\` (${hint})`)
+}
+
+/** Levenshtein distance, for suggesting the option a misspelt key meant. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, index) => index)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + cost)
+    }
+    previous = current
+  }
+  return previous[b.length] ?? 0
 }
 
 /**
@@ -98,4 +141,21 @@ export function checkFunction(name: string, value: unknown): void {
   if (typeof value !== 'function') {
     throw new TypeError(`\`${name}\` must be a function, received ${received(value)}`)
   }
+}
+
+/**
+ * A Node server (`node:http`, `node:https`, `node:http2`: all are `net.Server`s). The usual mistake
+ * is passing the framework's app instead of its server, which has some of a server's methods and
+ * would otherwise fail later with `server.on is not a function`, or not at all.
+ */
+export function checkServer(where: string, value: unknown): void {
+  if (value instanceof NetServer) return
+  const app = value as { listen?: unknown; server?: unknown } | null | undefined
+  let hint = 'a Node server (http, https or http2)'
+  if (typeof value === 'function' && typeof app?.listen === 'function') {
+    hint = 'the server that app.listen() returns, not the Express app'
+  } else if (typeof value === 'object' && app?.server instanceof NetServer) {
+    hint = 'app.server, not the Fastify instance'
+  }
+  throw new TypeError(`${where} expects ${hint}, received ${received(value)}`)
 }

@@ -19,6 +19,8 @@ export interface TetherExpressOptions extends TetherOptions {}
 
 // Express only knows the route pattern once the router has matched one.
 const expressAdapter: TetherAdapter<Request> = {
+  name: 'tether()',
+  options: ['debugRoute'],
   route: (req) => (req.route ? `${req.baseUrl}${req.route.path}` : undefined),
 }
 

@@ -286,3 +286,76 @@ describe('options are validated when the middleware is created', () => {
     expect(response.body.remaining).toBeNull() // Infinity serialises as null: no deadline
   })
 })
+
+describe('tether() attached twice to one request', () => {
+  it.each([
+    [
+      'a sub-app with its own tether()',
+      (app: Express) => {
+        const sub = express()
+        sub.use(tether({ logger: false, timeout: 5_000 }))
+        sub.get('/x', (req, res) => {
+          res.json({ deadline: req.scope.deadline, same: currentScope() === req.scope })
+        })
+        app.use('/sub', sub)
+      },
+      '/sub/x',
+    ],
+    [
+      'router.use(tether())',
+      (app: Express) => {
+        const router = express.Router()
+        router.use(tether({ logger: false, timeout: 5_000 }))
+        router.get('/x', (req, res) => {
+          res.json({ deadline: req.scope.deadline, same: currentScope() === req.scope })
+        })
+        app.use('/router', router)
+      },
+      '/router/x',
+    ],
+    [
+      'tether() mounted twice',
+      (app: Express) => {
+        app.use(tether({ logger: false, timeout: 5_000 }))
+        app.get('/x', (req, res) => {
+          res.json({ deadline: req.scope.deadline, same: currentScope() === req.scope })
+        })
+      },
+      '/x',
+    ],
+  ] as const)(
+    '%s: joins the first binding, tightens its deadline, and leaves nothing behind',
+    async (_case, mount, path) => {
+      const before = inspect().counters.requests
+      const app = express()
+      let outer: number | undefined
+      app.use(tether({ logger: false }))
+      app.use((req, _res, next) => {
+        outer = req.scope.deadline
+        next()
+      })
+      mount(app)
+      for (let i = 0; i < 20; i++) {
+        const response = await request(app).get(path).expect(200)
+        expect(outer).toBeUndefined() // the outer binding had no deadline...
+        expect(response.body.deadline).toBeGreaterThan(Date.now()) // ...the inner one tightened it
+        expect(response.body.same).toBe(true)
+      }
+      expect(inspect().counters.requests - before).toBe(20) // one request each, not two
+      for (let i = 0; i < 100 && inspect().inflight.length > 0; i++) await sleep(10)
+      expect(inspect().inflight).toEqual([])
+    },
+  )
+
+  it('a second binding never loosens the first one', async () => {
+    const app = express()
+    app.use(tether({ logger: false, timeout: 50 }))
+    app.use(tether({ logger: false, timeout: 10_000 }))
+    app.get('/wait', async (req, res) => {
+      await sleep(5_000, undefined, { signal: req.scope.signal }).catch(() => undefined)
+      res.json({ late: true })
+    })
+    const response = await request(app).get('/wait').expect(503)
+    expect(response.body.code).toBe('TETHER_DEADLINE_EXCEEDED')
+  })
+})

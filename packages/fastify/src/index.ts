@@ -13,7 +13,7 @@ import {
   type TetherOptions,
   trackConnections,
 } from '@tether/core'
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 
 declare module 'fastify' {
@@ -63,15 +63,20 @@ function reenterScope(request: FastifyRequest, _reply: FastifyReply, done: HookH
   request.scope.run(done)
 }
 
-// Set on a reply when its route handler starts (see sealReply).
+// Set on a reply when its route handler is about to start (see sealReply).
 const kHandlerStarted = Symbol('tether.handlerStarted')
 type MarkedReply = FastifyReply & { [kHandlerStarted]?: true }
 
-function markHandlerStart(handler: RouteOptions['handler']): RouteOptions['handler'] {
-  return function tetherHandler(this: unknown, request, reply) {
-    ;(reply as MarkedReply)[kHandlerStarted] = true
-    return handler.call(this as never, request, reply)
-  }
+// The route's last preHandler hook, so the user's handler itself is left as it was declared
+// (onRoute hooks registered after the plugin see it, not a wrapper).
+function markHandlerStart(_request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  ;(reply as MarkedReply)[kHandlerStarted] = true
+  done()
+}
+
+// `reply.sent` is true while the raw response is still open only after `reply.hijack()`.
+function hijacked(reply: FastifyReply): boolean {
+  return reply.sent && !reply.raw.writableEnded
 }
 
 function notSent(): boolean {
@@ -107,8 +112,12 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
   // core checks the options object itself and its own options, as for the Express middleware;
   // options are read by property, so inherited ones count there too.
   const adapter: TetherAdapter<FastifyReply> = {
+    name: '@tether/fastify',
+    // The plugin's own lifecycle options, and the ones Fastify's register() reserves for itself.
+    options: ['debugRoute', 'harden', 'grace', 'prefix', 'logLevel', 'logSerializers'],
     route: (reply) => reply.request.routeOptions.url,
     logger: options?.logger === undefined ? (reply) => reply.log : undefined,
+    owned: hijacked,
     seal: sealReply,
   }
   const binding = createTether(options, adapter)
@@ -161,7 +170,7 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     if (methods.some((method) => !BODYLESS.has(method))) {
       route.preValidation = appendHook(route.preValidation, reenterScope)
     }
-    route.handler = markHandlerStart(route.handler)
+    route.preHandler = appendHook(route.preHandler, markHandlerStart)
   })
 }
 

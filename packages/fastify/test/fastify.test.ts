@@ -249,3 +249,47 @@ describe('options are validated when the plugin is registered', () => {
     expect((await app.inject('/')).json()).toEqual({ remaining: null })
   })
 })
+
+describe('the plugin beside what Fastify users do', () => {
+  it("never answers a reply taken over with reply.hijack(): it is the user's, though its scope still ends", async () => {
+    const reasons: string[] = []
+    let responded = 0
+    const { app, logs } = await appWith({ timeout: 50 }, (app) => {
+      app.addHook('onResponse', async () => {
+        responded++
+      })
+      app.get('/hijacked', (request, reply) => {
+        reply.hijack()
+        request.scope.signal.addEventListener('abort', () => {
+          reasons.push((request.scope.signal.reason as Error).name)
+          // The user answers in their own time, in their own way.
+          setTimeout(() => reply.raw.end('mine'), 30)
+        })
+      })
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const response = await fetch(`http://127.0.0.1:${(app.server.address() as { port: number }).port}/hijacked`)
+    expect(response.status).toBe(200)
+    expect(await response.text()).toBe('mine')
+    expect(reasons).toEqual(['DeadlineExceededError'])
+    expect(responded).toBe(1) // once, when the user ended it, as bare Fastify does
+    expect(logs.filter((line) => line.level >= 50)).toEqual([])
+  })
+
+  it("onRoute hooks registered after the plugin see the route's own handler", async () => {
+    const seen: unknown[] = []
+    async function handler() {
+      return { ok: true }
+    }
+    const { app } = await appWith({ timeout: 1_000 }, (app) => {
+      app.addHook('onRoute', (route) => {
+        seen.push(route.handler)
+      })
+      app.get('/x', handler)
+    })
+    expect(seen.length).toBeGreaterThan(0) // GET, and the HEAD route Fastify adds
+    expect(new Set(seen)).toEqual(new Set([handler]))
+    const response = await app.inject('/x')
+    expect(response.json()).toEqual({ ok: true })
+  })
+})
