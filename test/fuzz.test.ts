@@ -429,6 +429,8 @@ interface Target {
   /** Options every call gets, besides the one being fuzzed. */
   readonly base: Record<string, unknown>
   readonly rules: Record<string, Rule>
+  /** Keys accepted without a rule of their own (Fastify's reserved register() options). */
+  readonly ignored?: readonly string[]
   /** Calls the API with `options` and disposes of what it made; throws or rejects as the API does. */
   call(options: unknown): unknown
 }
@@ -495,12 +497,19 @@ const targets: Target[] = [
       }
     },
   },
-  { name: 'createTether()', base: {}, rules: tetherRules, call: (options) => createTether(options as never) },
+  {
+    name: 'createTether()',
+    base: {},
+    // Only the adapters serve a debug route, so only they take the option.
+    rules: Object.fromEntries(Object.entries(tetherRules).filter(([name]) => name !== 'debugRoute')),
+    call: (options) => createTether(options as never),
+  },
   { name: 'tether() for Express', base: {}, rules: tetherRules, call: (options) => tetherExpress(options as never) },
   {
     name: 'the Fastify plugin',
     base: {},
     rules: { ...tetherRules, harden, grace: duration() },
+    ignored: ['prefix', 'logLevel', 'logSerializers'],
     call: async (options) => {
       const app = Fastify()
       try {
@@ -631,6 +640,12 @@ function expectationFor(target: Target, options: unknown, whole: unknown = optio
   }
   const values = (whole ?? {}) as Record<string, unknown>
   const names: Array<{ text: string; errors: readonly ErrorClass[] }> = []
+  // Every key is an option the API knows: a misspelt one is refused, naming it.
+  for (const key in values) {
+    if (!Object.hasOwn(target.rules, key) && !target.ignored?.includes(key)) {
+      names.push({ text: `\`${key}\``, errors: [TypeError] })
+    }
+  }
   for (const [name, rule] of Object.entries(target.rules)) {
     const verdict = rule(values[name])
     if (verdict.valid) continue

@@ -50,7 +50,7 @@ export class LingeringTasksError extends Error {
  * ```
  */
 export async function assertNoLingering(options?: AssertNoLingeringOptions): Promise<void> {
-  checkOptionsObject('assertNoLingering()', options, ['timeout'])
+  checkOptionsObject('assertNoLingering()', options, ['timeout', 'ignore'])
   const timeout = options?.timeout === undefined ? 2_000 : checkDuration('timeout', options.timeout)
   const ignore = options?.ignore
   if (ignore !== undefined) checkFunction('ignore', ignore)
