@@ -48,7 +48,16 @@ const expressAdapter: TetherAdapter<Request> = {
 export function tether(options?: TetherExpressOptions): RequestHandler {
   const binding = createTether(options, expressAdapter)
   const debugRoute = binding.debugRoute
+  let supportedApp: unknown
   return function tetherMiddleware(req: Request, res: Response, next: NextFunction): void {
+    if (req.app !== supportedApp) {
+      const problem = unsupportedExpress(req.app)
+      if (problem !== undefined) {
+        next(problem)
+        return
+      }
+      supportedApp = req.app
+    }
     if (debugRoute !== undefined && req.method === 'GET' && req.path === debugRoute) {
       res.json(inspect())
       return
@@ -57,6 +66,21 @@ export function tether(options?: TetherExpressOptions): RequestHandler {
     req.scope = scope
     scope.run(next)
   }
+}
+
+/**
+ * Express 4 does not catch a rejected promise from an async handler: the first deadline (or any
+ * handler that rejects after tether answered) would take the process down. Express 4 apps have
+ * `app.lazyrouter()`, which Express 5 removed.
+ */
+function unsupportedExpress(app: unknown): Error | undefined {
+  if (typeof (app as { lazyrouter?: unknown } | undefined)?.lazyrouter !== 'function') return undefined
+  return Object.assign(
+    new Error(
+      '@tether/express needs Express 5: this app runs Express 4, which does not catch rejected async handlers, so the first deadline could crash the process. Upgrade to Express 5, or bind requests yourself with createTether() from @tether/core.',
+    ),
+    { code: 'TETHER_UNSUPPORTED_EXPRESS', status: 500, expose: false },
+  )
 }
 
 /**

@@ -1,6 +1,7 @@
+import { createRequire } from 'node:module'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { all, createPool, currentScope, inspect, isCanceled, isDeadlineExceeded, TaskGroup } from '@tether/core'
-import express, { type Express } from 'express'
+import express, { type Express, type Response } from 'express'
 import request from 'supertest'
 import { describe, expect, it } from 'vitest'
 import { type TetherExpressOptions, tether, timeout } from '../src/index.js'
@@ -357,5 +358,28 @@ describe('tether() attached twice to one request', () => {
     })
     const response = await request(app).get('/wait').expect(503)
     expect(response.body.code).toBe('TETHER_DEADLINE_EXCEEDED')
+  })
+})
+
+describe('tether() on an Express 4 app', () => {
+  it('refuses every request with a clear error instead of crashing at the first deadline', async () => {
+    // A real Express 4, installed beside Express 5 under another name.
+    const express4 = createRequire(import.meta.url)('express4') as () => Express
+    const app = express4()
+    app.use(tether({ logger: false, timeout: 20 }))
+    app.get('/slow', async (_req, res) => {
+      await sleep(100)
+      res.json({ late: true })
+    })
+    const errors: unknown[] = []
+    app.use((error: Error & { code?: string }, _req: unknown, res: Response, _next: unknown) => {
+      errors.push(error.code)
+      res.status(500).json({ message: error.message })
+    })
+    for (let i = 0; i < 2; i++) {
+      const response = await request(app).get('/slow').expect(500)
+      expect(response.body.message).toMatch(/@tether\/express needs Express 5: this app runs Express 4/)
+    }
+    expect(errors).toEqual(['TETHER_UNSUPPORTED_EXPRESS', 'TETHER_UNSUPPORTED_EXPRESS'])
   })
 })
