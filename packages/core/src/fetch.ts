@@ -55,6 +55,10 @@ function releaseWhenRead(response: Response, call: Scope): Response {
   return response
 }
 
+function noBudgetLeft(): DeadlineExceededError {
+  return withoutStack(() => new DeadlineExceededError('deadline exceeded: no budget left for the call'))
+}
+
 /** The header to send: the option, else the current request's own, else the default. */
 function budgetHeader(option: string | false | undefined, scope: Scope): string | undefined {
   if (option !== undefined) return option === false ? undefined : option
@@ -82,17 +86,19 @@ export function createScopedFetch(options?: ScopedFetchOptions): typeof fetch {
     const scope = currentScope()
     if (scope === undefined) return fetchImpl(input, init)
     if (scope[kIsAborted]) throw reasonValue(scope[kReason])
+    if (scope.remaining() - margin <= 0) throw noBudgetLeft()
+    const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined))
+    // The budget is read last, once nothing is left between it and the call: the first Headers of
+    // a process loads undici, which can take longer than the margin, and a budget read before
+    // that would overstate what is left by that much.
     const remaining = scope.remaining()
     const budget = remaining - margin
-    if (budget <= 0) {
-      throw withoutStack(() => new DeadlineExceededError('deadline exceeded: no budget left for the call'))
-    }
+    if (budget <= 0) throw noBudgetLeft()
+    const name = budgetHeader(header, scope)
+    if (name !== undefined && Number.isFinite(remaining)) headers.set(name, formatBudget(budget, name))
     // A short-lived child per call: undici never removes the abort listener it adds to the signal
     // it is given, so a request's own signal would collect one per call (nodejs/undici#5285).
     const call = scope.child(init?.signal ? { signal: init.signal } : undefined)
-    const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined))
-    const name = budgetHeader(header, scope)
-    if (name !== undefined && Number.isFinite(remaining)) headers.set(name, formatBudget(budget, name))
     let response: Response
     try {
       response = await fetchImpl(input, { ...init, headers, signal: call.signal })
