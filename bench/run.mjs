@@ -27,7 +27,7 @@ const { values } = parseArgs({
 // Node 24 is the production line the targets are set for: re-run this script under it.
 const major = Number(process.versions.node.split('.')[0])
 if (values.node === '24' && major !== 24 && !values['report-only']) {
-  const args = [`${root}scripts/with-node24.sh`, 'node', fileURLToPath(import.meta.url), ...process.argv.slice(2)]
+  const args = [`${root}scripts/with-node.sh`, '24', 'node', fileURLToPath(import.meta.url), ...process.argv.slice(2)]
   process.exit(spawnSync('bash', args, { stdio: 'inherit' }).status ?? 1)
 }
 
