@@ -7,7 +7,7 @@
 // Run after `pnpm build`, through pnpm (`pnpm lint:consumer`): it packs with pnpm, which turns
 // `workspace:^` into real versions, and installs the tarballs with npm into .cache/consumer.
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 const root = new URL('..', import.meta.url).pathname
@@ -149,12 +149,12 @@ const Fastify = fastify.fastify
 ${body}`,
 )
 
+let failed = false
 const npm = (args) => run('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], app)
 const compilers = [
   ['typescript', join(app, 'node_modules', 'typescript', 'bin', 'tsc')],
   ['typescript 7', join(app, 'node_modules', 'ts7', 'bin', 'tsc')],
 ]
-let failed = false
 function compileAll(label) {
   for (const [compiler, tsc] of compilers) {
     const version = run(process.execPath, [tsc, '--version'], app).trim()
@@ -169,6 +169,18 @@ function compileAll(label) {
 }
 
 npm(['install'])
+// What a user sees on the registry: each tarball carries its README and points back at the project.
+for (const name of Object.keys(packed)) {
+  const dir = join(app, 'node_modules', ...name.split('/'))
+  const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))
+  const missing = ['repository', 'homepage', 'bugs', 'publishConfig'].filter((key) => manifest[key] === undefined)
+  if (!existsSync(join(dir, 'README.md'))) missing.push('README.md')
+  if (manifest.publishConfig?.access !== 'public') missing.push('publishConfig.access: public')
+  if (missing.length > 0) {
+    failed = true
+    console.error(`FAIL ${name} tarball lacks ${missing.join(', ')}`)
+  } else console.log(`ok  ${name} tarball has its README, repository, homepage, bugs and public access`)
+}
 compileAll('without prom-client')
 npm(['install', 'prom-client@^15'])
 compileAll('with prom-client')
