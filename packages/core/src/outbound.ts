@@ -1,0 +1,513 @@
+import type { Agent, Dispatcher } from 'undici'
+import { DeadlineExceededError, PoolOverloadedError, withoutStack } from './errors.js'
+import { counters } from './registry.js'
+import { currentScope } from './scope.js'
+import { cancelTimer, kDue, kExpire, kList, kNext, kPrev, startTimer, type Timed, type TimerList } from './timers.js'
+import { checkCount, checkTimeout, optional } from './validate.js'
+
+/**
+ * The outbound side: a connection pool per origin that tether configures (undici's `Agent`), with
+ * a bounded wait queue in front of it. Go's lesson (`http.DefaultClient` with no
+ * `MaxIdleConnsPerHost` nor `IdleConnTimeout`): never call downstreams through an untuned
+ * transport. Node's global `fetch` runs on undici's global dispatcher: no cap on connections per
+ * origin, and headers and body timeouts of 300 s whatever the caller's deadline.
+ */
+
+/** The transport options of {@link createScopedFetch}. All optional. */
+export interface OutboundOptions {
+  /**
+   * The most sockets open to one origin (Go's `MaxConnsPerHost`). Calls beyond it wait in a
+   * queue for a socket instead of opening more.
+   * @default 64
+   */
+  readonly connections?: number
+  /**
+   * Milliseconds an idle socket is kept open for reuse (Go's `IdleConnTimeout`). Shorter than
+   * Node's own server keep-alive (5 s), so the client, not the server, closes an idle socket and a
+   * call never races the server's close. A shorter keep-alive hint from the server wins.
+   * @default 4000
+   */
+  readonly keepAliveTimeout?: number
+  /**
+   * The most calls waiting for a socket, per origin. Beyond it a call is refused at once with
+   * `PoolOverloadedError` (503, `Retry-After`) instead of queueing without bound.
+   * @default 1024
+   */
+  readonly maxQueue?: number
+  /**
+   * Milliseconds to wait for a response's headers. Inside a scope, a call never waits longer than
+   * the scope's remaining budget, whatever this says.
+   * @default 30000
+   */
+  readonly headersTimeout?: number
+  /**
+   * Milliseconds a response body may stay silent between two chunks. Inside a scope, never longer
+   * than the scope's remaining budget, whatever this says.
+   * @default 30000
+   */
+  readonly bodyTimeout?: number
+}
+
+/** One origin's connections, as listed in `inspect().outbound`. */
+export interface OutboundOrigin {
+  /** `scheme://host:port`. */
+  readonly origin: string
+  /** Sockets open to the origin. */
+  readonly open: number
+  /** Open sockets with no call on them, kept for reuse until `keepAliveTimeout`. */
+  readonly idle: number
+  /** Open sockets carrying a call. */
+  readonly busy: number
+  /** Calls waiting for a socket in tether's queue. */
+  readonly queued: number
+}
+
+/** A dispatcher for undici's `fetch`/`request` (`{ dispatcher }`), with its counts. */
+export interface OutboundDispatcher extends Dispatcher {
+  /** The origins this dispatcher holds sockets or queued calls for. */
+  origins(): OutboundOrigin[]
+}
+
+/** @internal */
+export const OUTBOUND_DEFAULTS = {
+  connections: 64,
+  keepAliveTimeout: 4_000,
+  maxQueue: 1_024,
+  headersTimeout: 30_000,
+  bodyTimeout: 30_000,
+} as const
+
+type ResolvedOptions = { -readonly [K in keyof OutboundOptions]-?: number }
+
+/**
+ * Validates the transport options. Called when a scoped fetch is created, never per call.
+ *
+ * @internal
+ */
+export function resolveOutbound(options: OutboundOptions | undefined): ResolvedOptions {
+  return {
+    connections: checkCount('connections', optional(options?.connections, OUTBOUND_DEFAULTS.connections), {
+      allowInfinity: false,
+    }),
+    keepAliveTimeout: checkTimeout(
+      'keepAliveTimeout',
+      optional(options?.keepAliveTimeout, OUTBOUND_DEFAULTS.keepAliveTimeout),
+    ),
+    maxQueue: checkCount('maxQueue', optional(options?.maxQueue, OUTBOUND_DEFAULTS.maxQueue), { min: 0 }),
+    headersTimeout: checkTimeout('headersTimeout', optional(options?.headersTimeout, OUTBOUND_DEFAULTS.headersTimeout)),
+    bodyTimeout: checkTimeout('bodyTimeout', optional(options?.bodyTimeout, OUTBOUND_DEFAULTS.bodyTimeout)),
+  }
+}
+
+// undici's legacy handler shape: what its own fetch() and request() pass to a dispatcher (7.x).
+interface Handler {
+  onConnect?(abort: (reason?: unknown) => void, context?: unknown): void
+  onResponseStarted?(): void
+  onHeaders?(status: number, headers: unknown, resume: () => void, statusText: string): boolean
+  onData?(chunk: Buffer): boolean
+  onComplete?(trailers: unknown): void
+  onError?(error: unknown): void
+  onUpgrade?(status: number, headers: unknown, socket: unknown): void
+  onRequestStart?: unknown
+}
+
+/** One origin's calls in flight and calls waiting (a FIFO list through the waiting calls). */
+interface Gate {
+  readonly origin: string
+  active: number
+  head: Waiting | undefined
+  tail: Waiting | undefined
+  size: number
+}
+
+type Opts = Dispatcher.DispatchOptions
+
+/** A call waiting for a socket. Its deadline timer, if any, is one of the shared timer lists. */
+class Waiting implements Timed {
+  [kDue] = 0;
+  [kPrev]: Timed | undefined = undefined;
+  [kNext]: Timed | undefined = undefined;
+  [kList]: TimerList | undefined = undefined
+  prev: Waiting | undefined = undefined
+  next: Waiting | undefined = undefined
+  /** queued → forwarded | gone */
+  state: 'queued' | 'forwarded' | 'gone' = 'queued'
+  /** undici's own abort for the call, once it has been handed to a socket. */
+  inner: ((reason?: unknown) => void) | undefined = undefined
+  aborted = false
+  reason: unknown = undefined
+  readonly abort = (reason?: unknown): void => this.#abort(reason)
+
+  constructor(
+    readonly transport: Transport,
+    readonly gate: Gate,
+    readonly opts: Opts,
+    readonly handler: Handler,
+  ) {}
+
+  #abort(reason: unknown): void {
+    if (this.state === 'queued') {
+      // The pool's rule: a waiting call whose caller has gone leaves the queue at once, and never
+      // reaches a socket.
+      this.transport.unqueue(this)
+      this.handler.onError?.(reason)
+    } else if (this.state === 'forwarded') {
+      if (this.inner !== undefined) this.inner(reason)
+      else {
+        this.aborted = true
+        this.reason = reason
+      }
+    }
+  }
+
+  [kExpire](): void {
+    if (this.state !== 'queued') return
+    this.transport.unqueue(this)
+    this.handler.onError?.(noBudget('deadline exceeded while waiting for a connection'))
+  }
+}
+
+function noBudget(message: string): DeadlineExceededError {
+  return withoutStack(() => new DeadlineExceededError(message))
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/**
+ * The handler undici sees: the caller's, plus giving the slot back when the call ends. One per
+ * call; the methods live on the prototype.
+ */
+class Call implements Handler {
+  #released = false
+
+  constructor(
+    readonly transport: Transport,
+    readonly gate: Gate,
+    readonly handler: Handler,
+    /** The call waited in the queue: its caller already has the abort function. */
+    readonly waited: Waiting | undefined,
+    /** The timeouts were cut to the caller's budget. */
+    readonly budgeted: boolean,
+  ) {}
+
+  onConnect(abort: (reason?: unknown) => void, context?: unknown): void {
+    const waited = this.waited
+    if (waited === undefined) {
+      this.handler.onConnect?.(abort, context)
+      return
+    }
+    waited.inner = abort
+    if (waited.aborted) abort(waited.reason)
+  }
+
+  onResponseStarted(): void {
+    this.handler.onResponseStarted?.()
+  }
+
+  onHeaders(status: number, headers: unknown, resume: () => void, statusText: string): boolean {
+    return this.handler.onHeaders?.(status, headers, resume, statusText) ?? true
+  }
+
+  onData(chunk: Buffer): boolean {
+    return this.handler.onData?.(chunk) ?? true
+  }
+
+  onComplete(trailers: unknown): void {
+    this.#release()
+    this.handler.onComplete?.(trailers)
+  }
+
+  onError(error: unknown): void {
+    this.#release()
+    // A timeout cut to the caller's budget is the caller's deadline, and says so.
+    const code = (error as { code?: unknown } | null)?.code
+    if (this.budgeted && typeof code === 'string' && TIMEOUT_CODES.has(code)) {
+      const cause = error
+      error = withoutStack(() => new DeadlineExceededError('deadline exceeded: the downstream was too slow', { cause }))
+    }
+    this.handler.onError?.(error)
+  }
+
+  onUpgrade(status: number, headers: unknown, socket: unknown): void {
+    // The socket now belongs to the caller (a WebSocket): the pool no longer counts it.
+    this.#release()
+    this.handler.onUpgrade?.(status, headers, socket)
+  }
+
+  #release(): void {
+    if (this.#released) return
+    this.#released = true
+    this.transport.release(this.gate)
+  }
+}
+
+/** The origin key undici's Agent uses: `scheme://host:port`, no path. */
+function originOf(origin: unknown): string | undefined {
+  if (typeof origin === 'string') {
+    // The common case (fetch passes `url.origin`) is kept as is; anything with a path is parsed.
+    return origin.indexOf('/', origin.indexOf('//') + 2) === -1
+      ? origin
+      : URL.canParse(origin)
+        ? new URL(origin).origin
+        : undefined
+  }
+  if (origin instanceof URL) return origin.origin
+  return undefined
+}
+
+/** The transport's state, separate from the Dispatcher class so it can be built lazily. @internal */
+export class Transport {
+  readonly gates = new Map<string, Gate>()
+  closed = false
+
+  constructor(
+    readonly agent: Agent,
+    readonly options: ResolvedOptions,
+  ) {
+    // An origin whose sockets have all gone is forgotten, so a process calling many hosts over
+    // its life does not keep a record per host.
+    agent.on('disconnect', (origin: URL) => {
+      const gate = this.gates.get(origin.origin)
+      if (gate !== undefined && gate.active === 0 && gate.size === 0) this.gates.delete(gate.origin)
+    })
+  }
+
+  dispatch(opts: Opts, handler: Handler): boolean {
+    if (handler.onConnect === undefined && handler.onRequestStart !== undefined) {
+      throw new TypeError("tether's outbound dispatcher takes undici 7's handler shape (onConnect, onHeaders, ...)")
+    }
+    const origin = originOf(opts.origin)
+    if (origin === undefined || this.closed) return this.agent.dispatch(opts, handler as Dispatcher.DispatchHandler)
+    const scope = currentScope()
+    const remaining = scope === undefined ? Number.POSITIVE_INFINITY : scope.remaining()
+    if (remaining <= 0) {
+      handler.onError?.(noBudget('deadline exceeded: no budget left for the call'))
+      return false
+    }
+    let gate = this.gates.get(origin)
+    if (gate === undefined) {
+      gate = { origin, active: 0, head: undefined, tail: undefined, size: 0 }
+      this.gates.set(origin, gate)
+    }
+    if (gate.active < this.options.connections) {
+      gate.active++
+      return this.forward(gate, opts, handler, remaining, undefined)
+    }
+    if (gate.size >= this.options.maxQueue) {
+      counters.outboundShed++
+      handler.onError?.(
+        withoutStack(
+          () =>
+            new PoolOverloadedError(1, {
+              message: `outbound queue full: ${gate.size} calls already wait for a connection to ${origin} (maxQueue ${this.options.maxQueue})`,
+            }),
+        ),
+      )
+      return false
+    }
+    const waiting = new Waiting(this, gate, opts, handler)
+    if (gate.tail === undefined) gate.head = waiting
+    else {
+      gate.tail.next = waiting
+      waiting.prev = gate.tail
+    }
+    gate.tail = waiting
+    gate.size++
+    if (Number.isFinite(remaining)) {
+      const now = Date.now()
+      startTimer(waiting, now + remaining, now)
+    }
+    // The caller gets its abort function now, so that giving up takes the call out of the queue
+    // (undici's fetch wires an abort only through onConnect).
+    handler.onConnect?.(waiting.abort)
+    return true
+  }
+
+  /** Hands a call to undici, its timeouts cut to the caller's budget. */
+  forward(gate: Gate, opts: Opts, handler: Handler, remaining: number, waited: Waiting | undefined): boolean {
+    let budgeted = false
+    if (Number.isFinite(remaining)) {
+      const budget = Math.max(1, Math.ceil(remaining))
+      const headersTimeout = opts.headersTimeout ?? this.options.headersTimeout
+      const bodyTimeout = opts.bodyTimeout ?? this.options.bodyTimeout
+      if (budget < headersTimeout || budget < bodyTimeout) {
+        budgeted = true
+        opts = {
+          ...opts,
+          headersTimeout: Math.min(budget, headersTimeout),
+          bodyTimeout: Math.min(budget, bodyTimeout),
+        }
+      }
+    }
+    const call = new Call(this, gate, handler, waited, budgeted)
+    return this.agent.dispatch(opts, call as unknown as Dispatcher.DispatchHandler)
+  }
+
+  unqueue(waiting: Waiting): void {
+    const gate = waiting.gate
+    if (waiting.prev === undefined) gate.head = waiting.next
+    else waiting.prev.next = waiting.next
+    if (waiting.next === undefined) gate.tail = waiting.prev
+    else waiting.next.prev = waiting.prev
+    waiting.prev = waiting.next = undefined
+    waiting.state = 'gone'
+    gate.size--
+    cancelTimer(waiting)
+  }
+
+  release(gate: Gate): void {
+    gate.active--
+    while (gate.active < this.options.connections && gate.head !== undefined) {
+      const waiting = gate.head
+      this.unqueue(waiting)
+      let remaining = Number.POSITIVE_INFINITY
+      if (waiting[kDue] !== 0) {
+        remaining = waiting[kDue] - Date.now()
+        if (remaining <= 0) {
+          waiting.handler.onError?.(noBudget('deadline exceeded while waiting for a connection'))
+          continue
+        }
+      }
+      waiting.state = 'forwarded'
+      gate.active++
+      this.forward(gate, waiting.opts, waiting.handler, remaining, waiting)
+    }
+  }
+
+  /** Refuses every waiting call, then stops taking new ones. */
+  refuseQueued(error: Error): void {
+    this.closed = true
+    for (const gate of this.gates.values()) {
+      while (gate.head !== undefined) {
+        const waiting = gate.head
+        this.unqueue(waiting)
+        waiting.handler.onError?.(error)
+      }
+    }
+  }
+
+  origins(): OutboundOrigin[] {
+    const stats = this.agent.stats as Record<string, { connected?: number; running?: number } | undefined>
+    const list: OutboundOrigin[] = []
+    const seen = new Set<string>()
+    for (const [origin, stat] of Object.entries(stats)) {
+      seen.add(origin)
+      const open = stat?.connected ?? 0
+      const busy = Math.min(open, stat?.running ?? 0)
+      list.push({ origin, open, idle: open - busy, busy, queued: this.gates.get(origin)?.size ?? 0 })
+    }
+    for (const gate of this.gates.values()) {
+      if (!seen.has(gate.origin) && gate.size > 0) {
+        list.push({ origin: gate.origin, open: 0, idle: 0, busy: 0, queued: gate.size })
+      }
+    }
+    return list
+  }
+}
+
+// Every live outbound dispatcher, for inspect() and the metrics; shared across copies of the
+// package like the registry.
+const kLive = Symbol.for('tether.outbound')
+const globals = globalThis as { [kLive]?: Set<{ origins(): OutboundOrigin[] }> }
+if (globals[kLive] === undefined) globals[kLive] = new Set()
+const live = globals[kLive]
+
+/**
+ * Every origin of every live outbound dispatcher, counts summed per origin.
+ *
+ * @internal
+ */
+export function outboundOrigins(): OutboundOrigin[] {
+  if (live.size === 0) return []
+  const byOrigin = new Map<string, { origin: string; open: number; idle: number; busy: number; queued: number }>()
+  for (const dispatcher of live) {
+    for (const entry of dispatcher.origins()) {
+      const sum = byOrigin.get(entry.origin)
+      if (sum === undefined) byOrigin.set(entry.origin, { ...entry })
+      else {
+        sum.open += entry.open
+        sum.idle += entry.idle
+        sum.busy += entry.busy
+        sum.queued += entry.queued
+      }
+    }
+  }
+  return [...byOrigin.values()]
+}
+
+type Undici = typeof import('undici')
+let undici: Undici | undefined
+
+/**
+ * undici, loaded on first use: it takes tens of milliseconds to load, which an app that never
+ * calls out should not pay at startup.
+ *
+ * @internal
+ */
+export function loadUndici(): Undici {
+  undici ??= require('undici') as Undici
+  return undici
+}
+
+let DispatcherClass: (new (transport: Transport) => OutboundDispatcher) | undefined
+
+function dispatcherClass(): new (transport: Transport) => OutboundDispatcher {
+  if (DispatcherClass !== undefined) return DispatcherClass
+  // A real undici Dispatcher, so undici's request()/stream() accept it as well as its fetch().
+  class TetherDispatcher extends loadUndici().Dispatcher {
+    readonly #transport: Transport
+
+    constructor(transport: Transport) {
+      super()
+      this.#transport = transport
+    }
+
+    override dispatch(opts: Opts, handler: Dispatcher.DispatchHandler): boolean {
+      return this.#transport.dispatch(opts, handler as Handler)
+    }
+
+    // biome-ignore lint/suspicious/noExplicitAny: undici's close/destroy are overloaded (callback or promise)
+    override close(callback?: any): any {
+      live.delete(this)
+      this.#transport.refuseQueued(new Error('outbound dispatcher closed'))
+      return this.#transport.agent.close(callback)
+    }
+
+    // biome-ignore lint/suspicious/noExplicitAny: as above
+    override destroy(error?: any, callback?: any): any {
+      live.delete(this)
+      this.#transport.refuseQueued(error instanceof Error ? error : new Error('outbound dispatcher destroyed'))
+      return this.#transport.agent.destroy(error, callback)
+    }
+
+    origins(): OutboundOrigin[] {
+      return this.#transport.origins()
+    }
+  }
+  DispatcherClass = TetherDispatcher as unknown as new (transport: Transport) => OutboundDispatcher
+  return DispatcherClass
+}
+
+/**
+ * Creates the outbound dispatcher behind a scoped fetch: undici's `Agent` with a cap on sockets
+ * per origin, an idle timeout, and a bounded, abortable wait queue in front of each origin.
+ *
+ * @internal
+ */
+export function createOutbound(options: ResolvedOptions): OutboundDispatcher {
+  const { Agent } = loadUndici()
+  const agent = new Agent({
+    connections: options.connections,
+    keepAliveTimeout: options.keepAliveTimeout,
+    // undici honours a server's `Keep-Alive: timeout=` hint up to this; never beyond ours.
+    keepAliveMaxTimeout: options.keepAliveTimeout,
+    headersTimeout: options.headersTimeout,
+    bodyTimeout: options.bodyTimeout,
+    // One call per socket at a time: `busy` then means what it says, and a slow response never
+    // holds up the one queued behind it on the same socket.
+    pipelining: 1,
+  })
+  const dispatcher = new (dispatcherClass())(new Transport(agent, options))
+  live.add(dispatcher)
+  return dispatcher
+}
