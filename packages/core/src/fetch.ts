@@ -82,6 +82,22 @@ function releaseWhenRead(response: Response, call: Scope): Response {
   return response
 }
 
+/**
+ * undici's fetch reports whatever its dispatcher fails with as `TypeError('fetch failed')` with
+ * the failure as `cause`. When the transport's own decision is the cause (queue full, deadline
+ * passed while waiting or reading), that decision is the error: `isPoolOverloaded(e)` and
+ * `isDeadlineExceeded(e)` then work on what the caller catches.
+ */
+function ownError(error: unknown): unknown {
+  if (!(error instanceof TypeError)) return error
+  const code = (error.cause as { code?: unknown } | null | undefined)?.code
+  return typeof code === 'string' && code.startsWith('TETHER_') ? error.cause : error
+}
+
+function rethrowOwn(error: unknown): never {
+  throw ownError(error)
+}
+
 /** The header to send: the option, else the current request's own, else the default. */
 function budgetHeader(option: string | false | undefined, scope: Scope): string | undefined {
   if (option !== undefined) return option === false ? undefined : option
@@ -181,7 +197,8 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
 
   const scopedFetch = async function scopedFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     const scope = currentScope()
-    if (scope === undefined) return fetchImpl(input, init)
+    if (scope === undefined)
+      return transport === undefined ? fetchImpl(input, init) : fetchImpl(input, init).catch(rethrowOwn)
     if (scope[kIsAborted]) throw reasonValue(scope[kReason])
     const remaining = scope.remaining()
     const budget = remaining - margin
@@ -199,7 +216,7 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
       response = await fetchImpl(input, { ...init, headers, signal: call.signal })
     } catch (error) {
       call.cancel()
-      throw error
+      throw ownError(error)
     }
     return releaseWhenRead(response, call)
   }
