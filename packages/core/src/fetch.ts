@@ -84,14 +84,21 @@ function releaseWhenRead(response: Response, call: Scope): Response {
 
 /**
  * undici's fetch reports whatever its dispatcher fails with as `TypeError('fetch failed')` with
- * the failure as `cause`. When the transport's own decision is the cause (queue full, deadline
- * passed while waiting or reading), that decision is the error: `isPoolOverloaded(e)` and
- * `isDeadlineExceeded(e)` then work on what the caller catches.
+ * the failure as `cause` (an `AbortError` nested once more). When the cause is tether's own
+ * decision (queue full, deadline passed) or the reason the caller's scope was aborted with, that
+ * is the error: `isPoolOverloaded(e)`, `isDeadlineExceeded(e)`, `isCanceled(e)` then work on what
+ * the caller catches, and a reason of the caller's own comes back intact.
  */
-function ownError(error: unknown): unknown {
+function ownError(error: unknown, scope?: Scope): unknown {
   if (!(error instanceof TypeError)) return error
-  const code = (error.cause as { code?: unknown } | null | undefined)?.code
-  return typeof code === 'string' && code.startsWith('TETHER_') ? error.cause : error
+  const reason = scope?.[kIsAborted] ? reasonValue(scope[kReason]) : undefined
+  let cause = error.cause as { code?: unknown; cause?: unknown } | null | undefined
+  for (let depth = 0; depth < 2 && typeof cause === 'object' && cause !== null; depth++) {
+    if (cause === reason) return cause
+    if (typeof cause.code === 'string' && cause.code.startsWith('TETHER_')) return cause
+    cause = cause.cause as typeof cause
+  }
+  return error
 }
 
 function rethrowOwn(error: unknown): never {
@@ -105,46 +112,49 @@ function budgetHeader(option: string | false | undefined, scope: Scope): string 
   return request === undefined ? DEFAULT_DEADLINE_HEADER : request.deadlineHeader
 }
 
+/** tether's own transport under a scoped fetch. @internal */
+interface Transport {
+  /** Sends a call with undici's fetch over the dispatcher; `init` is the caller's own copy. */
+  send(input: string | URL | Request, init: RequestInit): Promise<Response>
+  dispatcher(): OutboundDispatcher
+  close(): Promise<void>
+}
+
 /**
- * A fetch over tether's own transport. The dispatcher is made on the first call, so that a
- * process that never calls out loads no undici and opens nothing.
+ * undici's fetch over a dispatcher tether configures. The dispatcher is made on the first call, so
+ * a process that never calls out loads no undici and opens nothing.
  */
-function tunedFetch(options: ScopedFetchOptions | undefined): {
-  fetch: typeof fetch
-  dispatcher: () => OutboundDispatcher
-  close: () => Promise<void>
-} {
+function tunedTransport(options: ScopedFetchOptions | undefined): Transport {
   const resolved = resolveOutbound(options)
   let dispatcher: OutboundDispatcher | undefined
   const get = () => {
     dispatcher ??= createOutbound(resolved)
     return dispatcher
   }
-  const fetchImpl = (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const undici = loadUndici()
-    let target: string | URL | Request = input
-    if (input instanceof Request && !(input instanceof (undici.Request as unknown as typeof Function))) {
-      // undici's fetch reads a Request of another undici copy (Node's global one) as the string
-      // "[object Request]": pass its parts instead.
-      target = input.url
-      init = {
-        method: input.method,
-        body: input.body,
-        redirect: input.redirect,
-        ...init,
-        // A streamed body must say so (fetch spec); harmless without one.
-        duplex: 'half',
-      } as RequestInit
-    }
-    return undici.fetch(
-      target as never,
-      { ...(init as object), dispatcher: get() } as never,
-    ) as unknown as Promise<Response>
-  }
   return {
-    fetch: fetchImpl as typeof fetch,
+    send(input, init) {
+      const undici = loadUndici()
+      let target = input
+      if (input instanceof Request && !(input instanceof (undici.Request as unknown as typeof Function))) {
+        // undici's fetch reads a Request of another undici copy (Node's global fetch's) as the
+        // string "[object Request]": pass its parts instead.
+        target = input.url
+        init = {
+          method: input.method,
+          headers: input.headers,
+          body: input.body,
+          redirect: input.redirect,
+          signal: input.signal,
+          ...init,
+          // A streamed body must say so (fetch spec); harmless without one.
+          duplex: 'half',
+        } as RequestInit
+      }
+      ;(init as { dispatcher?: unknown }).dispatcher = get()
+      return undici.fetch(target as never, init as never) as unknown as Promise<Response>
+    },
     dispatcher: get,
-    close: async () => {
+    async close() {
       if (dispatcher !== undefined) await dispatcher.close()
     },
   }
@@ -174,8 +184,8 @@ function tunedFetch(options: ScopedFetchOptions | undefined): {
  */
 export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
   checkOptionsObject('createScopedFetch()', options)
-  let fetchImpl: typeof fetch
-  let transport: ReturnType<typeof tunedFetch> | undefined
+  let fetchImpl: typeof fetch | undefined
+  let transport: Transport | undefined
   if (options?.fetch !== undefined) {
     checkFunction('fetch', options.fetch)
     const conflict = TRANSPORT_OPTIONS.find((name) => options[name] !== undefined)
@@ -186,8 +196,7 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
     }
     fetchImpl = options.fetch
   } else {
-    transport = tunedFetch(options)
-    fetchImpl = transport.fetch
+    transport = tunedTransport(options)
   }
   const margin = checkDuration('margin', optional(options?.margin, 10))
   const header = options?.header
@@ -197,26 +206,57 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
 
   const scopedFetch = async function scopedFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     const scope = currentScope()
-    if (scope === undefined)
-      return transport === undefined ? fetchImpl(input, init) : fetchImpl(input, init).catch(rethrowOwn)
+    if (scope === undefined) {
+      return transport === undefined
+        ? (fetchImpl as typeof fetch)(input, init)
+        : transport.send(input, { ...init }).catch(rethrowOwn)
+    }
     if (scope[kIsAborted]) throw reasonValue(scope[kReason])
     const remaining = scope.remaining()
     const budget = remaining - margin
     if (budget <= 0) {
       throw withoutStack(() => new DeadlineExceededError('deadline exceeded: no budget left for the call'))
     }
-    // A short-lived child per call: undici never removes the abort listener it adds to the signal
-    // it is given, so a request's own signal would collect one per call (nodejs/undici#5285).
-    const call = scope.child(init?.signal ? { signal: init.signal } : undefined)
-    const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined))
     const name = budgetHeader(header, scope)
+    const initial = init?.headers ?? (input instanceof Request ? input.headers : undefined)
+    if (transport === undefined) {
+      // A short-lived child per call: undici never removes the abort listener it adds to the
+      // signal it is given, so a request's own signal would collect one per call (nodejs/undici#5285).
+      const call = scope.child(init?.signal ? { signal: init.signal } : undefined)
+      const headers = new Headers(initial)
+      if (name !== undefined && Number.isFinite(remaining)) headers.set(name, formatBudget(budget, name))
+      let response: Response
+      try {
+        response = await (fetchImpl as typeof fetch)(input, { ...init, headers, signal: call.signal })
+      } catch (error) {
+        call.cancel()
+        throw error
+      }
+      return releaseWhenRead(response, call)
+    }
+
+    // tether's own transport binds each call to the current scope itself (it subscribes the call
+    // to the scope: no AbortSignal, no listener, nothing to release per call), and gives the
+    // socket back the moment undici has the whole body.
+    const headers = new (loadUndici().Headers as unknown as typeof Headers)(initial)
     if (name !== undefined && Number.isFinite(remaining)) headers.set(name, formatBudget(budget, name))
+    const signal = init?.signal
+    if (signal === undefined || signal === null) {
+      try {
+        return await transport.send(input, { ...init, headers })
+      } catch (error) {
+        throw ownError(error, scope)
+      }
+    }
+    // A signal of the caller's own: a child scope follows it and the call runs in that child, so
+    // undici never sees the signal and leaves no listener on it (nodejs/undici#5285).
+    const call = scope.child({ signal })
     let response: Response
     try {
-      response = await fetchImpl(input, { ...init, headers, signal: call.signal })
+      response = await call.run(() => transport.send(input, { ...init, headers, signal: undefined }))
     } catch (error) {
       call.cancel()
-      throw ownError(error)
+      throw ownError(error, call)
     }
     return releaseWhenRead(response, call)
   }

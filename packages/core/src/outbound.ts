@@ -1,8 +1,19 @@
 import type { Agent, Dispatcher } from 'undici'
-import { DeadlineExceededError, PoolOverloadedError, withoutStack } from './errors.js'
+import { CanceledError, DeadlineExceededError, PoolOverloadedError, withoutStack } from './errors.js'
 import { counters } from './registry.js'
-import { currentScope } from './scope.js'
-import { cancelTimer, kDue, kExpire, kList, kNext, kPrev, startTimer, type Timed, type TimerList } from './timers.js'
+import {
+  type AbortSubscriber,
+  currentScope,
+  kIsAborted,
+  kReason,
+  kScopeAborted,
+  kSiblingNext,
+  kSiblingPrev,
+  kSubscribe,
+  kUnsubscribe,
+  reasonValue,
+  type Scope,
+} from './scope.js'
 import { checkCount, checkTimeout, optional } from './validate.js'
 
 /**
@@ -115,57 +126,16 @@ interface Handler {
 interface Gate {
   readonly origin: string
   active: number
-  head: Waiting | undefined
-  tail: Waiting | undefined
+  head: Call | undefined
+  tail: Call | undefined
   size: number
 }
 
 type Opts = Dispatcher.DispatchOptions
 
-/** A call waiting for a socket. Its deadline timer, if any, is one of the shared timer lists. */
-class Waiting implements Timed {
-  [kDue] = 0;
-  [kPrev]: Timed | undefined = undefined;
-  [kNext]: Timed | undefined = undefined;
-  [kList]: TimerList | undefined = undefined
-  prev: Waiting | undefined = undefined
-  next: Waiting | undefined = undefined
-  /** queued → forwarded | gone */
-  state: 'queued' | 'forwarded' | 'gone' = 'queued'
-  /** undici's own abort for the call, once it has been handed to a socket. */
-  inner: ((reason?: unknown) => void) | undefined = undefined
-  aborted = false
-  reason: unknown = undefined
-  readonly abort = (reason?: unknown): void => this.#abort(reason)
-
-  constructor(
-    readonly transport: Transport,
-    readonly gate: Gate,
-    readonly opts: Opts,
-    readonly handler: Handler,
-  ) {}
-
-  #abort(reason: unknown): void {
-    if (this.state === 'queued') {
-      // The pool's rule: a waiting call whose caller has gone leaves the queue at once, and never
-      // reaches a socket.
-      this.transport.unqueue(this)
-      this.handler.onError?.(reason)
-    } else if (this.state === 'forwarded') {
-      if (this.inner !== undefined) this.inner(reason)
-      else {
-        this.aborted = true
-        this.reason = reason
-      }
-    }
-  }
-
-  [kExpire](): void {
-    if (this.state !== 'queued') return
-    this.transport.unqueue(this)
-    this.handler.onError?.(noBudget('deadline exceeded while waiting for a connection'))
-  }
-}
+const QUEUED = 0
+const RUNNING = 1
+const DONE = 2
 
 function noBudget(message: string): DeadlineExceededError {
   return withoutStack(() => new DeadlineExceededError(message))
@@ -174,30 +144,66 @@ function noBudget(message: string): DeadlineExceededError {
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
 /**
- * The handler undici sees: the caller's, plus giving the slot back when the call ends. One per
- * call; the methods live on the prototype.
+ * One call through the transport: the handler undici sees (the caller's, plus giving the slot
+ * back when the call ends), a place in its origin's wait queue, and a subscriber of the caller's
+ * scope. The scope tells it when to stop through the scope's own intrusive list: no signal, no
+ * listener and no closure per call. One object per call; the methods live on the prototype.
  */
-class Call implements Handler {
-  #released = false
+class Call implements AbortSubscriber {
+  [kSiblingPrev]: AbortSubscriber | undefined = undefined;
+  [kSiblingNext]: AbortSubscriber | undefined = undefined
+  /** Links in the origin's wait queue. */
+  prev: Call | undefined = undefined
+  next: Call | undefined = undefined
+  state = RUNNING
+  /** undici's abort for the call, once it has been handed to a socket. */
+  inner: ((reason?: unknown) => void) | undefined = undefined
+  /** The caller has been given the abort function already (the call waited in the queue). */
+  early = false
+  /** The caller has been told the call failed: whatever undici reports later is not forwarded. */
+  reported = false
+  /** Why the call was stopped before undici gave it an abort function. */
+  pending: unknown = undefined
+  /** The timeouts were cut to the caller's budget. */
+  budgeted = false
 
   constructor(
     readonly transport: Transport,
     readonly gate: Gate,
+    readonly opts: Opts,
     readonly handler: Handler,
-    /** The call waited in the queue: its caller already has the abort function. */
-    readonly waited: Waiting | undefined,
-    /** The timeouts were cut to the caller's budget. */
-    readonly budgeted: boolean,
+    readonly scope: Scope | undefined,
   ) {}
 
-  onConnect(abort: (reason?: unknown) => void, context?: unknown): void {
-    const waited = this.waited
-    if (waited === undefined) {
-      this.handler.onConnect?.(abort, context)
-      return
+  [kScopeAborted](reason: unknown): void {
+    this.stop(reasonValue(reason))
+  }
+
+  /** Stops the call: its caller has gone, or the transport is closing. */
+  stop(reason: unknown): void {
+    if (this.state === QUEUED) {
+      // The pool's rule: a waiting call whose caller has gone leaves the queue at once, and never
+      // reaches a socket.
+      this.transport.unqueue(this)
+      this.state = DONE
+      this.reported = true
+      this.handler.onError?.(reason)
+    } else if (this.state === RUNNING) {
+      if (this.inner !== undefined) this.inner(reason)
+      else if (this.pending === undefined) {
+        // undici has not written the call yet (still connecting): tell the caller now, and stop
+        // the call as soon as undici hands over its abort.
+        this.pending = reason ?? withoutStack(() => new CanceledError())
+        this.reported = true
+        this.handler.onError?.(reason)
+      }
     }
-    waited.inner = abort
-    if (waited.aborted) abort(waited.reason)
+  }
+
+  onConnect(abort: (reason?: unknown) => void, context?: unknown): void {
+    this.inner = abort
+    if (this.pending !== undefined) abort(this.pending)
+    else if (!this.early) this.handler.onConnect?.(abort, context)
   }
 
   onResponseStarted(): void {
@@ -213,12 +219,13 @@ class Call implements Handler {
   }
 
   onComplete(trailers: unknown): void {
-    this.#release()
+    this.#end()
     this.handler.onComplete?.(trailers)
   }
 
   onError(error: unknown): void {
-    this.#release()
+    this.#end()
+    if (this.reported) return
     // A timeout cut to the caller's budget is the caller's deadline, and says so.
     const code = (error as { code?: unknown } | null)?.code
     if (this.budgeted && typeof code === 'string' && TIMEOUT_CODES.has(code)) {
@@ -230,13 +237,14 @@ class Call implements Handler {
 
   onUpgrade(status: number, headers: unknown, socket: unknown): void {
     // The socket now belongs to the caller (a WebSocket): the pool no longer counts it.
-    this.#release()
+    this.#end()
     this.handler.onUpgrade?.(status, headers, socket)
   }
 
-  #release(): void {
-    if (this.#released) return
-    this.#released = true
+  #end(): void {
+    if (this.state === DONE) return
+    this.state = DONE
+    this.scope?.[kUnsubscribe](this)
     this.transport.release(this.gate)
   }
 }
@@ -245,11 +253,8 @@ class Call implements Handler {
 function originOf(origin: unknown): string | undefined {
   if (typeof origin === 'string') {
     // The common case (fetch passes `url.origin`) is kept as is; anything with a path is parsed.
-    return origin.indexOf('/', origin.indexOf('//') + 2) === -1
-      ? origin
-      : URL.canParse(origin)
-        ? new URL(origin).origin
-        : undefined
+    if (origin.indexOf('/', origin.indexOf('//') + 2) === -1) return origin
+    return URL.canParse(origin) ? new URL(origin).origin : undefined
   }
   if (origin instanceof URL) return origin.origin
   return undefined
@@ -279,9 +284,10 @@ export class Transport {
     const origin = originOf(opts.origin)
     if (origin === undefined || this.closed) return this.agent.dispatch(opts, handler as Dispatcher.DispatchHandler)
     const scope = currentScope()
-    const remaining = scope === undefined ? Number.POSITIVE_INFINITY : scope.remaining()
-    if (remaining <= 0) {
-      handler.onError?.(noBudget('deadline exceeded: no budget left for the call'))
+    if (scope !== undefined && scope.remaining() <= 0) {
+      handler.onError?.(
+        scope[kIsAborted] ? reasonValue(scope[kReason]) : noBudget('deadline exceeded: no budget left for the call'),
+      )
       return false
     }
     let gate = this.gates.get(origin)
@@ -289,11 +295,7 @@ export class Transport {
       gate = { origin, active: 0, head: undefined, tail: undefined, size: 0 }
       this.gates.set(origin, gate)
     }
-    if (gate.active < this.options.connections) {
-      gate.active++
-      return this.forward(gate, opts, handler, remaining, undefined)
-    }
-    if (gate.size >= this.options.maxQueue) {
+    if (gate.active >= this.options.connections && gate.size >= this.options.maxQueue) {
       counters.outboundShed++
       handler.onError?.(
         withoutStack(
@@ -305,33 +307,38 @@ export class Transport {
       )
       return false
     }
-    const waiting = new Waiting(this, gate, opts, handler)
-    if (gate.tail === undefined) gate.head = waiting
+    const call = new Call(this, gate, opts, handler, scope)
+    // The scope tells the call when its caller has gone (deadline, client gone, response finished).
+    scope?.[kSubscribe](call)
+    if (gate.active < this.options.connections) {
+      gate.active++
+      return this.forward(call)
+    }
+    call.state = QUEUED
+    if (gate.tail === undefined) gate.head = call
     else {
-      gate.tail.next = waiting
-      waiting.prev = gate.tail
+      gate.tail.next = call
+      call.prev = gate.tail
     }
-    gate.tail = waiting
+    gate.tail = call
     gate.size++
-    if (Number.isFinite(remaining)) {
-      const now = Date.now()
-      startTimer(waiting, now + remaining, now)
-    }
     // The caller gets its abort function now, so that giving up takes the call out of the queue
-    // (undici's fetch wires an abort only through onConnect).
-    handler.onConnect?.(waiting.abort)
+    // (undici's fetch wires its own abort only through onConnect).
+    call.early = true
+    handler.onConnect?.((reason?: unknown) => call.stop(reason))
     return true
   }
 
   /** Hands a call to undici, its timeouts cut to the caller's budget. */
-  forward(gate: Gate, opts: Opts, handler: Handler, remaining: number, waited: Waiting | undefined): boolean {
-    let budgeted = false
+  forward(call: Call): boolean {
+    let opts = call.opts
+    const remaining = call.scope === undefined ? Number.POSITIVE_INFINITY : call.scope.remaining()
     if (Number.isFinite(remaining)) {
       const budget = Math.max(1, Math.ceil(remaining))
       const headersTimeout = opts.headersTimeout ?? this.options.headersTimeout
       const bodyTimeout = opts.bodyTimeout ?? this.options.bodyTimeout
       if (budget < headersTimeout || budget < bodyTimeout) {
-        budgeted = true
+        call.budgeted = true
         opts = {
           ...opts,
           headersTimeout: Math.min(budget, headersTimeout),
@@ -339,38 +346,27 @@ export class Transport {
         }
       }
     }
-    const call = new Call(this, gate, handler, waited, budgeted)
     return this.agent.dispatch(opts, call as unknown as Dispatcher.DispatchHandler)
   }
 
-  unqueue(waiting: Waiting): void {
-    const gate = waiting.gate
-    if (waiting.prev === undefined) gate.head = waiting.next
-    else waiting.prev.next = waiting.next
-    if (waiting.next === undefined) gate.tail = waiting.prev
-    else waiting.next.prev = waiting.prev
-    waiting.prev = waiting.next = undefined
-    waiting.state = 'gone'
+  unqueue(call: Call): void {
+    const gate = call.gate
+    if (call.prev === undefined) gate.head = call.next
+    else call.prev.next = call.next
+    if (call.next === undefined) gate.tail = call.prev
+    else call.next.prev = call.prev
+    call.prev = call.next = undefined
     gate.size--
-    cancelTimer(waiting)
   }
 
   release(gate: Gate): void {
     gate.active--
     while (gate.active < this.options.connections && gate.head !== undefined) {
-      const waiting = gate.head
-      this.unqueue(waiting)
-      let remaining = Number.POSITIVE_INFINITY
-      if (waiting[kDue] !== 0) {
-        remaining = waiting[kDue] - Date.now()
-        if (remaining <= 0) {
-          waiting.handler.onError?.(noBudget('deadline exceeded while waiting for a connection'))
-          continue
-        }
-      }
-      waiting.state = 'forwarded'
+      const call = gate.head
+      this.unqueue(call)
+      call.state = RUNNING
       gate.active++
-      this.forward(gate, waiting.opts, waiting.handler, remaining, waiting)
+      this.forward(call)
     }
   }
 
@@ -378,11 +374,7 @@ export class Transport {
   refuseQueued(error: Error): void {
     this.closed = true
     for (const gate of this.gates.values()) {
-      while (gate.head !== undefined) {
-        const waiting = gate.head
-        this.unqueue(waiting)
-        waiting.handler.onError?.(error)
-      }
+      while (gate.head !== undefined) gate.head.stop(error)
     }
   }
 
