@@ -110,7 +110,11 @@ async function main() {
 
   const pairs = [
     { name: 'outbound: fetch vs scopedFetch (tuned pool)', baseline: 'fetch', candidate: 'scopedFetch' },
-    { name: 'outbound: undici fetch (untuned Agent) vs scopedFetch', baseline: 'undici fetch', candidate: 'scopedFetch' },
+    {
+      name: 'outbound: undici fetch (untuned Agent) vs scopedFetch',
+      baseline: 'undici fetch',
+      candidate: 'scopedFetch',
+    },
   ]
   // Warm every contender before measuring.
   for (const name of Object.keys(contenders)) await window(name)
