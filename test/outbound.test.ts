@@ -258,6 +258,26 @@ describe('createScopedFetch: the transport', () => {
     expect(outbound(downstream.origin)).toMatchObject({ busy: 0, queued: 0 })
   })
 
+  it("rejects with the scope's own reason when the scope ends mid-call, and cuts a body being read", async () => {
+    const call = track(createScopedFetch())
+    const reason = new Error('caller went away')
+    const waiting = createScope({ timeout: 20_000 })
+    const pending = waiting.run(() => call(`${downstream.url}/never`))
+    await eventually(() => downstream.requests.length === 1, 5_000, 'the call to arrive')
+    waiting.cancel(reason)
+    await expect(pending).rejects.toBe(reason)
+
+    const reading = createScope({ timeout: 20_000 })
+    const response = await reading.run(() => call(`${downstream.url}/stall-body`))
+    const body = response.text().catch((e: unknown) => e)
+    reading.cancel(reason)
+    const error = await body
+    expect(error).toBeInstanceOf(TypeError)
+    expect((error as Error).cause).toBe(reason)
+    await eventually(() => downstream.cut === 2, 5_000, 'the downstream to see both calls go away')
+    expect(outbound(downstream.origin)).toMatchObject({ busy: 0, queued: 0 })
+  })
+
   it('applies its own headers timeout outside any scope', async () => {
     const call = track(createScopedFetch({ headersTimeout: 200 }))
     const error = await call(`${downstream.url}/never`).catch((e: unknown) => e)
