@@ -260,10 +260,20 @@ function originOf(origin: unknown): string | undefined {
   return undefined
 }
 
+// Every live outbound transport, for inspect() and the metrics; shared across copies of the
+// package like the registry. Held weakly: a scoped fetch dropped without close() is forgotten once
+// its last socket has closed (an open socket keeps its transport reachable through undici's pool).
+const kLive = Symbol.for('tether.outbound')
+const globals = globalThis as { [kLive]?: Set<WeakRef<{ origins(): OutboundOrigin[] }>> }
+if (globals[kLive] === undefined) globals[kLive] = new Set()
+const live = globals[kLive]
+
 /** The transport's state, separate from the Dispatcher class so it can be built lazily. @internal */
 export class Transport {
   readonly gates = new Map<string, Gate>()
   closed = false
+  /** This transport's entry in the live set, once registered. */
+  ref: WeakRef<Transport> | undefined = undefined
 
   constructor(
     readonly agent: Agent,
@@ -370,9 +380,10 @@ export class Transport {
     }
   }
 
-  /** Refuses every waiting call, then stops taking new ones. */
+  /** Refuses every waiting call, then stops taking new ones; leaves the live set. */
   refuseQueued(error: Error): void {
     this.closed = true
+    if (this.ref !== undefined) live.delete(this.ref)
     for (const gate of this.gates.values()) {
       while (gate.head !== undefined) gate.head.stop(error)
     }
@@ -397,13 +408,6 @@ export class Transport {
   }
 }
 
-// Every live outbound dispatcher, for inspect() and the metrics; shared across copies of the
-// package like the registry.
-const kLive = Symbol.for('tether.outbound')
-const globals = globalThis as { [kLive]?: Set<{ origins(): OutboundOrigin[] }> }
-if (globals[kLive] === undefined) globals[kLive] = new Set()
-const live = globals[kLive]
-
 /**
  * Every origin of every live outbound dispatcher, counts summed per origin.
  *
@@ -412,8 +416,13 @@ const live = globals[kLive]
 export function outboundOrigins(): OutboundOrigin[] {
   if (live.size === 0) return []
   const byOrigin = new Map<string, { origin: string; open: number; idle: number; busy: number; queued: number }>()
-  for (const dispatcher of live) {
-    for (const entry of dispatcher.origins()) {
+  for (const ref of live) {
+    const transport = ref.deref()
+    if (transport === undefined) {
+      live.delete(ref)
+      continue
+    }
+    for (const entry of transport.origins()) {
       const sum = byOrigin.get(entry.origin)
       if (sum === undefined) byOrigin.set(entry.origin, { ...entry })
       else {
@@ -460,14 +469,12 @@ function dispatcherClass(): new (transport: Transport) => OutboundDispatcher {
 
     // biome-ignore lint/suspicious/noExplicitAny: undici's close/destroy are overloaded (callback or promise)
     override close(callback?: any): any {
-      live.delete(this)
       this.#transport.refuseQueued(new Error('outbound dispatcher closed'))
       return this.#transport.agent.close(callback)
     }
 
     // biome-ignore lint/suspicious/noExplicitAny: as above
     override destroy(error?: any, callback?: any): any {
-      live.delete(this)
       this.#transport.refuseQueued(error instanceof Error ? error : new Error('outbound dispatcher destroyed'))
       return this.#transport.agent.destroy(error, callback)
     }
@@ -499,7 +506,8 @@ export function createOutbound(options: ResolvedOptions): OutboundDispatcher {
     // holds up the one queued behind it on the same socket.
     pipelining: 1,
   })
-  const dispatcher = new (dispatcherClass())(new Transport(agent, options))
-  live.add(dispatcher)
-  return dispatcher
+  const transport = new Transport(agent, options)
+  transport.ref = new WeakRef(transport)
+  live.add(transport.ref)
+  return new (dispatcherClass())(transport)
 }
