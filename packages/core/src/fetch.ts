@@ -277,7 +277,7 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
  * - with no budget left it rejects at once with `DeadlineExceededError`, without a network call;
  * - a response body nobody read is cancelled when the scope ends, so its connection is released.
  *
- * Outside any scope it is plain `fetch`.
+ * Outside any scope it is `fetch` over the same pool, with no budget.
  *
  * @example
  * ```ts
