@@ -5,6 +5,7 @@ import {
   all,
   createPool,
   createScope,
+  createScopedFetch,
   createTether,
   DEFAULT_DEADLINE_HEADER,
   formatBudget,
@@ -494,6 +495,22 @@ const targets: Target[] = [
         throw error
       }
     },
+  },
+  {
+    // `fetch` is left out: giving it together with a transport option is refused as a pair.
+    name: 'createScopedFetch()',
+    base: {},
+    rules: {
+      connections: optional(count(1, false)),
+      maxQueue: optional(count(0, true)),
+      keepAliveTimeout: duration(true),
+      headersTimeout: duration(true),
+      bodyTimeout: duration(true),
+      margin: duration(),
+      header: optional((value) => (value === false || (typeof value === 'string' && value !== '') ? valid : typeError)),
+    },
+    // Makes no dispatcher until its first call: nothing to dispose of.
+    call: (options) => createScopedFetch(options as never),
   },
   { name: 'createTether()', base: {}, rules: tetherRules, call: (options) => createTether(options as never) },
   { name: 'tether() for Express', base: {}, rules: tetherRules, call: (options) => tetherExpress(options as never) },
