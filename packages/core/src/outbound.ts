@@ -187,6 +187,8 @@ class Call implements AbortSubscriber {
       this.transport.unqueue(this)
       this.state = DONE
       this.reported = true
+      // Gone by its own signal: leave the scope's list now (a no-op when the scope is what ended).
+      this.scope?.[kUnsubscribe](this)
       this.handler.onError?.(reason)
     } else if (this.state === RUNNING) {
       if (this.inner !== undefined) this.inner(reason)
