@@ -150,4 +150,23 @@ describe('the outbound transport', () => {
     scope.cancel()
     expect(callers.map((caller) => caller.events.includes('error'))).toEqual(Array(6).fill(false))
   })
+
+  it('takes a waiting call out of the queue when its own abort is called; it never reaches undici', () => {
+    const { agent, transport: t } = transport({ connections: 1 })
+    const scope = createScope({ timeout: 10_000 })
+    const callers = Array.from({ length: 4 }, recorder)
+    scope.run(() => {
+      for (const caller of callers) t.dispatch({ origin: ORIGIN, path: '/', method: 'GET' }, caller.handler)
+    })
+    // The three waiting callers got an abort function at once; the first waits for undici's.
+    expect(callers.map((caller) => caller.events)).toEqual([[], ['connect'], ['connect'], ['connect']])
+    const reason = new Error('user pressed stop')
+    for (const caller of callers.slice(1)) caller.abort?.(reason)
+    expect(t.gates.get(ORIGIN)).toMatchObject({ active: 1, size: 0, head: undefined, tail: undefined })
+    expect(callers.slice(1).map((caller) => caller.error)).toEqual([reason, reason, reason])
+    // The scope's end reaches only the call still in flight, and nothing is handed to undici.
+    scope.cancel()
+    expect(callers.map((caller) => caller.events.filter((event) => event === 'error').length)).toEqual([1, 1, 1, 1])
+    expect(agent.dispatched).toHaveLength(1)
+  })
 })
