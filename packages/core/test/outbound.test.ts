@@ -169,4 +169,56 @@ describe('the outbound transport', () => {
     expect(callers.map((caller) => caller.events.filter((event) => event === 'error').length)).toEqual([1, 1, 1, 1])
     expect(agent.dispatched).toHaveLength(1)
   })
+
+  it('200,000 calls under one long-lived scope, some waiting and some aborted, leave the heap flat', () => {
+    const gc = (globalThis as { gc?: () => void }).gc
+    if (gc === undefined) throw new Error('run with --expose-gc (vitest.config.ts sets it)')
+    const heap = () => {
+      gc()
+      gc()
+      return process.memoryUsage().heapUsed
+    }
+    const running: Array<{ onComplete(trailers: unknown): void }> = []
+    const agent = Object.assign(new EventEmitter(), {
+      stats: {},
+      dispatch(_opts: unknown, handler: { onComplete(trailers: unknown): void }) {
+        running.push(handler)
+        return true
+      },
+    })
+    const t = new Transport(agent as unknown as Agent, resolveOutbound({ connections: 4 }))
+    const scope = createScope({ timeout: 600_000 })
+    let abortLast: ((reason?: unknown) => void) | undefined
+    let errors = 0
+    const handler = {
+      onConnect(abort: (reason?: unknown) => void) {
+        abortLast = abort
+      },
+      onError() {
+        errors++
+      },
+      onComplete() {},
+      onHeaders: () => true,
+      onData: () => true,
+    }
+    const reason = new Error('gone')
+    // Eight calls at a time on four connections: four wait; the last one's caller gives up.
+    const cycle = (count: number) =>
+      scope.run(() => {
+        for (let i = 0; i < count; i += 8) {
+          for (let j = 0; j < 8; j++) t.dispatch({ origin: ORIGIN, path: '/', method: 'GET' }, handler)
+          abortLast?.(reason)
+          while (running.length > 0) running.shift()?.onComplete(null)
+        }
+      })
+    cycle(10_000)
+    const base = heap()
+    cycle(200_000)
+    // A call left in the scope's list or the queue would keep ~200 bytes: 200,000 of them, tens of MB.
+    expect(heap() - base).toBeLessThan(3 * 1024 * 1024)
+    expect(errors).toBe(210_000 / 8)
+    expect(t.gates.get(ORIGIN)).toMatchObject({ active: 0, size: 0 })
+    scope.cancel()
+    expect(errors).toBe(210_000 / 8)
+  })
 })
