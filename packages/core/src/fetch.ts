@@ -238,8 +238,18 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
     // tether's own transport binds each call to the current scope itself (it subscribes the call
     // to the scope: no AbortSignal, no listener, nothing to release per call), and gives the
     // socket back the moment undici has the whole body.
-    const headers = new (loadUndici().Headers as unknown as typeof Headers)(initial)
-    if (name !== undefined && Number.isFinite(remaining)) headers.set(name, formatBudget(budget, name))
+    let headers: RequestInit['headers'] = initial
+    if (name !== undefined && Number.isFinite(remaining)) {
+      const value = formatBudget(budget, name)
+      if (initial === undefined) {
+        // The common call has no headers of its own: a plain record is the cheapest for undici.
+        headers = { [name]: value }
+      } else {
+        const merged = new (loadUndici().Headers as unknown as typeof Headers)(initial)
+        merged.set(name, value)
+        headers = merged
+      }
+    }
     const signal = init?.signal
     if (signal === undefined || signal === null) {
       try {
