@@ -47,18 +47,20 @@ const resultsFile = `${root}bench/results/latest.json`
 let micro
 let httpResults
 let soak
+let outbound
 let command
 let when = new Date().toISOString().slice(0, 10)
 let cpu = `${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.cpus().length} cores, shared)`
 if (values['report-only']) {
-  ;({ micro, http: httpResults, soak, command, when, cpu } = JSON.parse(readFileSync(resultsFile, 'utf8')))
+  ;({ micro, http: httpResults, soak, outbound, command, when, cpu } = JSON.parse(readFileSync(resultsFile, 'utf8')))
 } else {
   micro = runJson('micro.mjs', ['--rounds', quick ? '7' : '21'])
   httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
+  outbound = runJson('outbound.mjs', ['--rounds', quick ? '4' : '10', '--seconds', quick ? '1' : '2'])
   soak = values['skip-soak'] ? [] : runJson('soak.mjs', ['--requests', quick ? '100000' : '1000000'])
   command = `pnpm bench${values.node === '24' ? '' : ` -- --node ${values.node}`}${quick ? ' --quick' : ''}`
   mkdirSync(`${root}bench/results`, { recursive: true })
-  writeFileSync(resultsFile, JSON.stringify({ micro, http: httpResults, soak, command, when, cpu }, null, 2))
+  writeFileSync(resultsFile, JSON.stringify({ micro, http: httpResults, soak, outbound, command, when, cpu }, null, 2))
 }
 
 command ??= 'pnpm bench'
@@ -98,6 +100,10 @@ const httpTable = httpResults.results.map(
 const microTable = micro.results.map(
   (r) =>
     `| ${r.name} | ${r.candidate} ${fixed(r.candidateNs / 1000)} µs | ${r.baseline} ${fixed(r.baselineNs / 1000)} µs | **${fixed(r.ratio)}** | ${r.target === undefined ? '' : `≤ ${r.target.max}: ${verdict(r.ratio <= r.target.max)}`} |`,
+)
+const outboundTable = (outbound?.results ?? []).map(
+  (r) =>
+    `| ${r.name.replace('outbound: ', '')} | ${fixed(r.baselineCpuUs, 1)} µs | ${fixed(r.candidateCpuUs, 1)} µs | **${fixed(r.cpuRatio, 3)}** | ${Math.round(r.baselineRate)} / ${Math.round(r.candidateRate)} (${fixed(r.rateRatio, 3)}) |`,
 )
 const soakTable = soak.map(
   (r) =>
@@ -139,6 +145,23 @@ Ratio = candidate time ÷ baseline time: **lower is faster**. Medians of ${micro
 | --- | --- | --- | --- | --- |
 ${microTable.join('\n')}
 
+${
+  outboundTable.length === 0
+    ? ''
+    : `## Outbound calls: caller CPU per call
+
+The caller's own CPU per call (\`process.cpuUsage()\` over each ${outbound.seconds} s window, ${outbound.rounds} rounds,
+${outbound.concurrency} calls in flight, every body read), the caller on one core and the same downstream (a bare
+\`node:http\` server) on the other. Ratio = baseline ÷ scopedFetch: **≥ 1 means scopedFetch costs no
+more**. scopedFetch runs inside a scope with a deadline, so each call pays for its budget header,
+its budget-capped timeouts and its per-origin queue; "undici fetch" is the same undici version
+over an untuned \`Agent\`, so that row is tether's own layer alone.
+
+| comparison | baseline CPU/call | scopedFetch CPU/call | ratio | calls/s baseline / scopedFetch (ratio) |
+| --- | --- | --- | --- | --- |
+${outboundTable.join('\n')}
+`
+}
 ${
   soak.length === 0
     ? ''

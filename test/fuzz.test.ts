@@ -5,6 +5,7 @@ import {
   all,
   createPool,
   createScope,
+  createScopedFetch,
   createTether,
   DEFAULT_DEADLINE_HEADER,
   formatBudget,
@@ -496,6 +497,22 @@ const targets: Target[] = [
         throw error
       }
     },
+  },
+  {
+    // `fetch` is left out: giving it together with a transport option is refused as a pair.
+    name: 'createScopedFetch()',
+    base: {},
+    rules: {
+      connections: optional(count(1, false)),
+      maxQueue: optional(count(0, true)),
+      keepAliveTimeout: duration(true),
+      headersTimeout: duration(true),
+      bodyTimeout: duration(true),
+      margin: duration(),
+      header: optional((value) => (value === false || (typeof value === 'string' && value !== '') ? valid : typeError)),
+    },
+    // Makes no dispatcher until its first call: nothing to dispose of.
+    call: (options) => createScopedFetch(options as never),
   },
   {
     name: 'createTether()',

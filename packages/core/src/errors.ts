@@ -94,9 +94,10 @@ export class PoolOverloadedError extends TetherError {
 
   /**
    * @param retryAfter - seconds a client should wait before retrying
+   * @param options - `cause`, and `message` to say which queue was full
    */
-  constructor(retryAfter = 1, options?: TetherErrorOptions) {
-    super('pool overloaded: queue is full', 'TETHER_POOL_OVERLOADED', 503, options)
+  constructor(retryAfter = 1, options?: TetherErrorOptions & { readonly message?: string }) {
+    super(options?.message ?? 'pool overloaded: queue is full', 'TETHER_POOL_OVERLOADED', 503, options)
     this.headers = { 'retry-after': String(retryAfter) }
   }
 }

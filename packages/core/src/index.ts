@@ -12,11 +12,12 @@ export {
   TetherError,
   type TetherErrorOptions,
 } from './errors.js'
-export { createScopedFetch, type ScopedFetchOptions, scopedFetch } from './fetch.js'
+export { createScopedFetch, type ScopedFetch, type ScopedFetchOptions, scopedFetch } from './fetch.js'
 export { all, allSettled, type Settled, type Task, TaskGroup, type TaskGroupOptions } from './group.js'
 export { type HardenedTimeouts, type HardenOptions, hardenServer, resolveHardening } from './harden.js'
 export { type InflightRequest, inspect, type LingeringTask, type Snapshot } from './inspect.js'
 export { type MetricsOptions, type MetricsRegistry, registerMetrics, type TetherMetrics } from './metrics.js'
+export type { OutboundDispatcher, OutboundOptions, OutboundOrigin } from './outbound.js'
 export { createPool, type Pool, type PoolOptions, type PoolRunOptions } from './pool.js'
 export { type Counters, LEAK_CHANNEL, type LeakReport, type Logger, onLeak } from './registry.js'
 export { createScope, currentScope, Scope, type ScopeOptions } from './scope.js'

@@ -1,3 +1,4 @@
+import { type OutboundOrigin, outboundOrigins } from './outbound.js'
 import { type Counters, counters, describeTask, inflightRequests, type LeakReport, lingering } from './registry.js'
 
 /** A request in progress, as listed by {@link inspect}. */
@@ -22,11 +23,18 @@ export interface Snapshot {
   readonly inflight: InflightRequest[]
   readonly lingering: LingeringTask[]
   readonly counters: Counters
+  /**
+   * The outbound connection pools of scoped fetches, one entry per origin: sockets `open`,
+   * `idle` and `busy`, and calls `queued` for a socket. A body nobody reads keeps its socket busy:
+   * a leak of Go's forgotten `resp.Body.Close()` shows here as a number.
+   */
+  readonly outbound: OutboundOrigin[]
 }
 
 /**
  * A snapshot of the process's request work, in the spirit of pprof's goroutine dump: the
- * requests in flight, the tasks that outlived their request, and cumulative counters.
+ * requests in flight, the tasks that outlived their request, cumulative counters, and the
+ * outbound connections per origin.
  *
  * @returns a JSON-serialisable snapshot
  *
@@ -49,5 +57,5 @@ export function inspect(): Snapshot {
   }
   const tasks: LingeringTask[] = []
   for (const task of lingering) tasks.push({ ...describeTask(task, now), leaked: task.leaked })
-  return { inflight: requests, lingering: tasks, counters: { ...counters } }
+  return { inflight: requests, lingering: tasks, counters: { ...counters }, outbound: outboundOrigins() }
 }

@@ -1,4 +1,5 @@
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { outboundOrigins } from './outbound.js'
 import { type Counters, counters, inflightRequests, lingering, observeLingeringSettled } from './registry.js'
 import { checkOptionsObject, optional, received } from './validate.js'
 
@@ -60,6 +61,7 @@ const COUNTERS: ReadonlyArray<readonly [string, string, keyof Counters]> = [
     'In-flight requests aborted because the shutdown grace period ran out.',
     'abortedByShutdown',
   ],
+  ['outbound_shed_total', "Outbound calls refused because their origin's wait queue was full.", 'outboundShed'],
 ]
 
 type PromClient = typeof import('prom-client')
@@ -85,8 +87,10 @@ const registered = new WeakMap<object, TetherMetrics>()
  * (`tether_requests_total`, `tether_requests_deadline_exceeded_total`,
  * `tether_requests_client_closed_total`, `tether_late_writes_total`, `tether_tasks_lingered_total`,
  * `tether_tasks_leaked_total`, `tether_pool_shed_total`, `tether_deadline_headers_ignored_total`,
- * `tether_shutdown_refused_total`, `tether_shutdown_aborted_total`); the gauges
- * `tether_requests_in_flight` and `tether_tasks_lingering`; and the histogram
+ * `tether_shutdown_refused_total`, `tether_shutdown_aborted_total`, `tether_outbound_shed_total`);
+ * the gauges `tether_requests_in_flight`, `tether_tasks_lingering`,
+ * `tether_outbound_connections{origin,state}` (state `open`, `idle` or `busy`) and
+ * `tether_outbound_queued{origin}`; and the histogram
  * `tether_lingering_duration_seconds` of how long lingering tasks ran past their request's end.
  *
  * Registering again on the same registry returns the same metrics.
@@ -150,6 +154,34 @@ export function registerMetrics(options?: MetricsOptions): TetherMetrics {
       registers,
       collect() {
         this.set(lingering.size)
+      },
+    }),
+  )
+  metrics.push(
+    new client.Gauge({
+      name: `${prefix}outbound_connections`,
+      help: 'Sockets of the outbound pools, per origin and state (open, idle, busy).',
+      labelNames: ['origin', 'state'],
+      registers,
+      collect() {
+        // Reset first: an origin whose sockets have all closed disappears instead of staying at
+        // its last value.
+        this.reset()
+        for (const { origin, open, idle, busy } of outboundOrigins()) {
+          this.set({ origin, state: 'open' }, open)
+          this.set({ origin, state: 'idle' }, idle)
+          this.set({ origin, state: 'busy' }, busy)
+        }
+      },
+    }),
+    new client.Gauge({
+      name: `${prefix}outbound_queued`,
+      help: 'Outbound calls waiting for a socket, per origin.',
+      labelNames: ['origin'],
+      registers,
+      collect() {
+        this.reset()
+        for (const { origin, queued } of outboundOrigins()) this.set({ origin }, queued)
       },
     }),
   )

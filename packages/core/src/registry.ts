@@ -29,6 +29,8 @@ export interface Counters {
   refusedDuringShutdown: number
   /** In-flight requests aborted because the shutdown grace period ran out. */
   abortedByShutdown: number
+  /** Outbound calls refused because their origin's wait queue was full (`maxQueue`). */
+  outboundShed: number
 }
 
 /** Where a leak report goes: anything with a pino- or console-style `warn`. */
@@ -140,6 +142,7 @@ if (globals[kState] === undefined) {
       ignoredDeadlineHeaders: 0,
       refusedDuringShutdown: 0,
       abortedByShutdown: 0,
+      outboundShed: 0,
     },
     inflightHead: undefined,
     lingering: new Set(),
@@ -151,6 +154,8 @@ if (globals[kState] === undefined) {
   }
 }
 const state: RegistryState = globals[kState]
+// A copy of an older version may have made the counters before this one was loaded.
+state.counters.outboundShed ??= 0
 
 /** The live counters (mutable: the request binding and the pool increment them). @internal */
 export const counters: Counters = state.counters

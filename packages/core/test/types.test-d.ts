@@ -5,13 +5,18 @@ import {
   type CanceledError,
   createPool,
   createScope,
+  createScopedFetch,
   currentScope,
   type DeadlineExceededError,
+  inspect,
   isCanceled,
   isDeadlineExceeded,
+  type OutboundOrigin,
   type Pool,
   type Scope,
+  type ScopedFetch,
   type Settled,
+  scopedFetch,
   TaskGroup,
 } from '../src/index.js'
 
@@ -63,5 +68,17 @@ describe('public types', () => {
     expectTypeOf(group.go).parameter(0).parameter(0).toEqualTypeOf<AbortSignal>()
     expectTypeOf(group.tryGo(() => 1)).toEqualTypeOf<boolean>()
     expectTypeOf(group.wait()).resolves.toBeVoid()
+  })
+
+  it('types a scoped fetch as fetch, with its transport, and inspect().outbound', () => {
+    const call = createScopedFetch({ connections: 8, maxQueue: 100, keepAliveTimeout: 2_000 })
+    expectTypeOf(call).toExtend<typeof fetch>()
+    expectTypeOf(scopedFetch).toEqualTypeOf<ScopedFetch>()
+    expectTypeOf(call('http://127.0.0.1:1/')).resolves.toEqualTypeOf<Response>()
+    expectTypeOf(call.close()).resolves.toBeVoid()
+    expectTypeOf(inspect().outbound).toEqualTypeOf<OutboundOrigin[]>()
+    expectTypeOf<OutboundOrigin['queued']>().toEqualTypeOf<number>()
+    // @ts-expect-error the transport options are numbers
+    createScopedFetch({ connections: '8' })
   })
 })

@@ -1,0 +1,515 @@
+import type { Agent, Dispatcher } from 'undici'
+import { CanceledError, DeadlineExceededError, PoolOverloadedError, withoutStack } from './errors.js'
+import { counters } from './registry.js'
+import {
+  type AbortSubscriber,
+  currentScope,
+  kIsAborted,
+  kReason,
+  kScopeAborted,
+  kSiblingNext,
+  kSiblingPrev,
+  kSubscribe,
+  kUnsubscribe,
+  reasonValue,
+  type Scope,
+} from './scope.js'
+import { checkCount, checkTimeout, optional } from './validate.js'
+
+/**
+ * The outbound side: a connection pool per origin that tether configures (undici's `Agent`), with
+ * a bounded wait queue in front of it. Go's lesson (`http.DefaultClient` with no
+ * `MaxIdleConnsPerHost` nor `IdleConnTimeout`): never call downstreams through an untuned
+ * transport. Node's global `fetch` runs on undici's global dispatcher: no cap on connections per
+ * origin, and headers and body timeouts of 300 s whatever the caller's deadline.
+ */
+
+/** The transport options of {@link createScopedFetch}. All optional. */
+export interface OutboundOptions {
+  /**
+   * The most sockets open to one origin (Go's `MaxConnsPerHost`). Calls beyond it wait in a
+   * queue for a socket instead of opening more.
+   * @default 64
+   */
+  readonly connections?: number
+  /**
+   * Milliseconds an idle socket is kept open for reuse (Go's `IdleConnTimeout`). Shorter than
+   * Node's own server keep-alive (5 s), so the client, not the server, closes an idle socket and a
+   * call never races the server's close. A shorter keep-alive hint from the server wins.
+   * @default 4000
+   */
+  readonly keepAliveTimeout?: number
+  /**
+   * The most calls waiting for a socket, per origin. Beyond it a call is refused at once with
+   * `PoolOverloadedError` (503, `Retry-After`) instead of queueing without bound.
+   * @default 1024
+   */
+  readonly maxQueue?: number
+  /**
+   * Milliseconds to wait for a response's headers. Inside a scope, a call never waits longer than
+   * the scope's remaining budget, whatever this says.
+   * @default 30000
+   */
+  readonly headersTimeout?: number
+  /**
+   * Milliseconds a response body may stay silent between two chunks. Inside a scope, never longer
+   * than the scope's remaining budget, whatever this says.
+   * @default 30000
+   */
+  readonly bodyTimeout?: number
+}
+
+/** One origin's connections, as listed in `inspect().outbound`. */
+export interface OutboundOrigin {
+  /** `scheme://host:port`. */
+  readonly origin: string
+  /** Sockets open to the origin. */
+  readonly open: number
+  /** Open sockets with no call on them, kept for reuse until `keepAliveTimeout`. */
+  readonly idle: number
+  /** Open sockets carrying a call. */
+  readonly busy: number
+  /** Calls waiting for a socket in tether's queue. */
+  readonly queued: number
+}
+
+/** A dispatcher for undici's `fetch`/`request` (`{ dispatcher }`), with its counts. */
+export interface OutboundDispatcher extends Dispatcher {
+  /** The origins this dispatcher holds sockets or queued calls for. */
+  origins(): OutboundOrigin[]
+}
+
+/** @internal */
+export const OUTBOUND_DEFAULTS = {
+  connections: 64,
+  keepAliveTimeout: 4_000,
+  maxQueue: 1_024,
+  headersTimeout: 30_000,
+  bodyTimeout: 30_000,
+} as const
+
+type ResolvedOptions = { -readonly [K in keyof OutboundOptions]-?: number }
+
+/**
+ * Validates the transport options. Called when a scoped fetch is created, never per call.
+ *
+ * @internal
+ */
+export function resolveOutbound(options: OutboundOptions | undefined): ResolvedOptions {
+  return {
+    connections: checkCount('connections', optional(options?.connections, OUTBOUND_DEFAULTS.connections), {
+      allowInfinity: false,
+    }),
+    keepAliveTimeout: checkTimeout(
+      'keepAliveTimeout',
+      optional(options?.keepAliveTimeout, OUTBOUND_DEFAULTS.keepAliveTimeout),
+    ),
+    maxQueue: checkCount('maxQueue', optional(options?.maxQueue, OUTBOUND_DEFAULTS.maxQueue), { min: 0 }),
+    headersTimeout: checkTimeout('headersTimeout', optional(options?.headersTimeout, OUTBOUND_DEFAULTS.headersTimeout)),
+    bodyTimeout: checkTimeout('bodyTimeout', optional(options?.bodyTimeout, OUTBOUND_DEFAULTS.bodyTimeout)),
+  }
+}
+
+// undici's legacy handler shape: what its own fetch() and request() pass to a dispatcher (7.x).
+interface Handler {
+  onConnect?(abort: (reason?: unknown) => void, context?: unknown): void
+  onResponseStarted?(): void
+  onHeaders?(status: number, headers: unknown, resume: () => void, statusText: string): boolean
+  onData?(chunk: Buffer): boolean
+  onComplete?(trailers: unknown): void
+  onError?(error: unknown): void
+  onUpgrade?(status: number, headers: unknown, socket: unknown): void
+  onRequestStart?: unknown
+}
+
+/** One origin's calls in flight and calls waiting (a FIFO list through the waiting calls). */
+interface Gate {
+  readonly origin: string
+  active: number
+  head: Call | undefined
+  tail: Call | undefined
+  size: number
+}
+
+type Opts = Dispatcher.DispatchOptions
+
+const QUEUED = 0
+const RUNNING = 1
+const DONE = 2
+
+function noBudget(message: string): DeadlineExceededError {
+  return withoutStack(() => new DeadlineExceededError(message))
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+
+/**
+ * One call through the transport: the handler undici sees (the caller's, plus giving the slot
+ * back when the call ends), a place in its origin's wait queue, and a subscriber of the caller's
+ * scope. The scope tells it when to stop through the scope's own intrusive list: no signal, no
+ * listener and no closure per call. One object per call; the methods live on the prototype.
+ */
+class Call implements AbortSubscriber {
+  [kSiblingPrev]: AbortSubscriber | undefined = undefined;
+  [kSiblingNext]: AbortSubscriber | undefined = undefined
+  /** Links in the origin's wait queue. */
+  prev: Call | undefined = undefined
+  next: Call | undefined = undefined
+  state = RUNNING
+  /** undici's abort for the call, once it has been handed to a socket. */
+  inner: ((reason?: unknown) => void) | undefined = undefined
+  /** The caller has been given the abort function already (the call waited in the queue). */
+  early = false
+  /** The caller has been told the call failed: whatever undici reports later is not forwarded. */
+  reported = false
+  /** Why the call was stopped before undici gave it an abort function. */
+  pending: unknown = undefined
+  /** The timeouts were cut to the caller's budget. */
+  budgeted = false
+
+  constructor(
+    readonly transport: Transport,
+    readonly gate: Gate,
+    readonly opts: Opts,
+    readonly handler: Handler,
+    readonly scope: Scope | undefined,
+  ) {}
+
+  [kScopeAborted](reason: unknown): void {
+    this.stop(reasonValue(reason))
+  }
+
+  /** Stops the call: its caller has gone, or the transport is closing. */
+  stop(reason: unknown): void {
+    if (this.state === QUEUED) {
+      // The pool's rule: a waiting call whose caller has gone leaves the queue at once, and never
+      // reaches a socket.
+      this.transport.unqueue(this)
+      this.state = DONE
+      this.reported = true
+      // Gone by its own signal: leave the scope's list now (a no-op when the scope is what ended).
+      this.scope?.[kUnsubscribe](this)
+      this.handler.onError?.(reason)
+    } else if (this.state === RUNNING) {
+      if (this.inner !== undefined) this.inner(reason)
+      else if (this.pending === undefined) {
+        // undici has not written the call yet (still connecting): tell the caller now, and stop
+        // the call as soon as undici hands over its abort.
+        this.pending = reason ?? withoutStack(() => new CanceledError())
+        this.reported = true
+        this.handler.onError?.(reason)
+      }
+    }
+  }
+
+  onConnect(abort: (reason?: unknown) => void, context?: unknown): void {
+    this.inner = abort
+    if (this.pending !== undefined) abort(this.pending)
+    else if (!this.early) this.handler.onConnect?.(abort, context)
+  }
+
+  onResponseStarted(): void {
+    this.handler.onResponseStarted?.()
+  }
+
+  onHeaders(status: number, headers: unknown, resume: () => void, statusText: string): boolean {
+    return this.handler.onHeaders?.(status, headers, resume, statusText) ?? true
+  }
+
+  onData(chunk: Buffer): boolean {
+    return this.handler.onData?.(chunk) ?? true
+  }
+
+  onComplete(trailers: unknown): void {
+    this.#end()
+    this.handler.onComplete?.(trailers)
+  }
+
+  onError(error: unknown): void {
+    this.#end()
+    if (this.reported) return
+    // A timeout cut to the caller's budget is the caller's deadline, and says so.
+    const code = (error as { code?: unknown } | null)?.code
+    if (this.budgeted && typeof code === 'string' && TIMEOUT_CODES.has(code)) {
+      const cause = error
+      error = withoutStack(() => new DeadlineExceededError('deadline exceeded: the downstream was too slow', { cause }))
+    }
+    this.handler.onError?.(error)
+  }
+
+  onUpgrade(status: number, headers: unknown, socket: unknown): void {
+    // The socket now belongs to the caller (a WebSocket): the pool no longer counts it.
+    this.#end()
+    this.handler.onUpgrade?.(status, headers, socket)
+  }
+
+  #end(): void {
+    if (this.state === DONE) return
+    this.state = DONE
+    this.scope?.[kUnsubscribe](this)
+    this.transport.release(this.gate)
+  }
+}
+
+/** The origin key undici's Agent uses: `scheme://host:port`, no path. */
+function originOf(origin: unknown): string | undefined {
+  if (typeof origin === 'string') {
+    // The common case (fetch passes `url.origin`) is kept as is; anything with a path is parsed.
+    if (origin.indexOf('/', origin.indexOf('//') + 2) === -1) return origin
+    return URL.canParse(origin) ? new URL(origin).origin : undefined
+  }
+  if (origin instanceof URL) return origin.origin
+  return undefined
+}
+
+// Every live outbound transport, for inspect() and the metrics; shared across copies of the
+// package like the registry. Held weakly: a scoped fetch dropped without close() is forgotten once
+// its last socket has closed (an open socket keeps its transport reachable through undici's pool).
+const kLive = Symbol.for('tether.outbound')
+const globals = globalThis as { [kLive]?: Set<WeakRef<{ origins(): OutboundOrigin[] }>> }
+if (globals[kLive] === undefined) globals[kLive] = new Set()
+const live = globals[kLive]
+
+/** The transport's state, separate from the Dispatcher class so it can be built lazily. @internal */
+export class Transport {
+  readonly gates = new Map<string, Gate>()
+  closed = false
+  /** This transport's entry in the live set, once registered. */
+  ref: WeakRef<Transport> | undefined = undefined
+
+  constructor(
+    readonly agent: Agent,
+    readonly options: ResolvedOptions,
+  ) {
+    // An origin whose sockets have all gone is forgotten, so a process calling many hosts over
+    // its life does not keep a record per host.
+    agent.on('disconnect', (origin: URL) => {
+      const gate = this.gates.get(origin.origin)
+      if (gate !== undefined && gate.active === 0 && gate.size === 0) this.gates.delete(gate.origin)
+    })
+  }
+
+  dispatch(opts: Opts, handler: Handler): boolean {
+    if (handler.onConnect === undefined && handler.onRequestStart !== undefined) {
+      throw new TypeError("tether's outbound dispatcher takes undici 7's handler shape (onConnect, onHeaders, ...)")
+    }
+    const origin = originOf(opts.origin)
+    if (origin === undefined || this.closed) return this.agent.dispatch(opts, handler as Dispatcher.DispatchHandler)
+    const scope = currentScope()
+    if (scope !== undefined && scope.remaining() <= 0) {
+      handler.onError?.(
+        scope[kIsAborted] ? reasonValue(scope[kReason]) : noBudget('deadline exceeded: no budget left for the call'),
+      )
+      return false
+    }
+    let gate = this.gates.get(origin)
+    if (gate === undefined) {
+      gate = { origin, active: 0, head: undefined, tail: undefined, size: 0 }
+      this.gates.set(origin, gate)
+    }
+    if (gate.active >= this.options.connections && gate.size >= this.options.maxQueue) {
+      counters.outboundShed++
+      handler.onError?.(
+        withoutStack(
+          () =>
+            new PoolOverloadedError(1, {
+              message: `outbound queue full: ${gate.size} calls already wait for a connection to ${origin} (maxQueue ${this.options.maxQueue})`,
+            }),
+        ),
+      )
+      return false
+    }
+    const call = new Call(this, gate, opts, handler, scope)
+    // The scope tells the call when its caller has gone (deadline, client gone, response finished).
+    scope?.[kSubscribe](call)
+    if (gate.active < this.options.connections) {
+      gate.active++
+      return this.forward(call)
+    }
+    call.state = QUEUED
+    if (gate.tail === undefined) gate.head = call
+    else {
+      gate.tail.next = call
+      call.prev = gate.tail
+    }
+    gate.tail = call
+    gate.size++
+    // The caller gets its abort function now, so that giving up takes the call out of the queue
+    // (undici's fetch wires its own abort only through onConnect).
+    call.early = true
+    handler.onConnect?.((reason?: unknown) => call.stop(reason))
+    return true
+  }
+
+  /** Hands a call to undici, its timeouts cut to the caller's budget. */
+  forward(call: Call): boolean {
+    let opts = call.opts
+    const remaining = call.scope === undefined ? Number.POSITIVE_INFINITY : call.scope.remaining()
+    if (Number.isFinite(remaining)) {
+      const budget = Math.max(1, Math.ceil(remaining))
+      const headersTimeout = opts.headersTimeout ?? this.options.headersTimeout
+      const bodyTimeout = opts.bodyTimeout ?? this.options.bodyTimeout
+      if (budget < headersTimeout || budget < bodyTimeout) {
+        call.budgeted = true
+        opts = {
+          ...opts,
+          headersTimeout: Math.min(budget, headersTimeout),
+          bodyTimeout: Math.min(budget, bodyTimeout),
+        }
+      }
+    }
+    return this.agent.dispatch(opts, call as unknown as Dispatcher.DispatchHandler)
+  }
+
+  unqueue(call: Call): void {
+    const gate = call.gate
+    if (call.prev === undefined) gate.head = call.next
+    else call.prev.next = call.next
+    if (call.next === undefined) gate.tail = call.prev
+    else call.next.prev = call.prev
+    call.prev = call.next = undefined
+    gate.size--
+  }
+
+  release(gate: Gate): void {
+    gate.active--
+    while (gate.active < this.options.connections && gate.head !== undefined) {
+      const call = gate.head
+      this.unqueue(call)
+      call.state = RUNNING
+      gate.active++
+      this.forward(call)
+    }
+  }
+
+  /** Refuses every waiting call, then stops taking new ones; leaves the live set. */
+  refuseQueued(error: Error): void {
+    this.closed = true
+    if (this.ref !== undefined) live.delete(this.ref)
+    for (const gate of this.gates.values()) {
+      while (gate.head !== undefined) gate.head.stop(error)
+    }
+  }
+
+  origins(): OutboundOrigin[] {
+    const stats = this.agent.stats as Record<string, { connected?: number; running?: number } | undefined>
+    const list: OutboundOrigin[] = []
+    const seen = new Set<string>()
+    for (const [origin, stat] of Object.entries(stats)) {
+      seen.add(origin)
+      const open = stat?.connected ?? 0
+      const busy = Math.min(open, stat?.running ?? 0)
+      list.push({ origin, open, idle: open - busy, busy, queued: this.gates.get(origin)?.size ?? 0 })
+    }
+    for (const gate of this.gates.values()) {
+      if (!seen.has(gate.origin) && gate.size > 0) {
+        list.push({ origin: gate.origin, open: 0, idle: 0, busy: 0, queued: gate.size })
+      }
+    }
+    return list
+  }
+}
+
+/**
+ * Every origin of every live outbound dispatcher, counts summed per origin.
+ *
+ * @internal
+ */
+export function outboundOrigins(): OutboundOrigin[] {
+  if (live.size === 0) return []
+  const byOrigin = new Map<string, { origin: string; open: number; idle: number; busy: number; queued: number }>()
+  for (const ref of live) {
+    const transport = ref.deref()
+    if (transport === undefined) {
+      live.delete(ref)
+      continue
+    }
+    for (const entry of transport.origins()) {
+      const sum = byOrigin.get(entry.origin)
+      if (sum === undefined) byOrigin.set(entry.origin, { ...entry })
+      else {
+        sum.open += entry.open
+        sum.idle += entry.idle
+        sum.busy += entry.busy
+        sum.queued += entry.queued
+      }
+    }
+  }
+  return [...byOrigin.values()]
+}
+
+type Undici = typeof import('undici')
+let undici: Undici | undefined
+
+/**
+ * undici, loaded on first use: it takes tens of milliseconds to load, which an app that never
+ * calls out should not pay at startup.
+ *
+ * @internal
+ */
+export function loadUndici(): Undici {
+  undici ??= require('undici') as Undici
+  return undici
+}
+
+let DispatcherClass: (new (transport: Transport) => OutboundDispatcher) | undefined
+
+function dispatcherClass(): new (transport: Transport) => OutboundDispatcher {
+  if (DispatcherClass !== undefined) return DispatcherClass
+  // A real undici Dispatcher, so undici's request()/stream() accept it as well as its fetch().
+  class TetherDispatcher extends loadUndici().Dispatcher {
+    readonly #transport: Transport
+
+    constructor(transport: Transport) {
+      super()
+      this.#transport = transport
+    }
+
+    override dispatch(opts: Opts, handler: Dispatcher.DispatchHandler): boolean {
+      return this.#transport.dispatch(opts, handler as Handler)
+    }
+
+    // biome-ignore lint/suspicious/noExplicitAny: undici's close/destroy are overloaded (callback or promise)
+    override close(callback?: any): any {
+      this.#transport.refuseQueued(new Error('outbound dispatcher closed'))
+      return this.#transport.agent.close(callback)
+    }
+
+    // biome-ignore lint/suspicious/noExplicitAny: as above
+    override destroy(error?: any, callback?: any): any {
+      this.#transport.refuseQueued(error instanceof Error ? error : new Error('outbound dispatcher destroyed'))
+      return this.#transport.agent.destroy(error, callback)
+    }
+
+    origins(): OutboundOrigin[] {
+      return this.#transport.origins()
+    }
+  }
+  DispatcherClass = TetherDispatcher as unknown as new (transport: Transport) => OutboundDispatcher
+  return DispatcherClass
+}
+
+/**
+ * Creates the outbound dispatcher behind a scoped fetch: undici's `Agent` with a cap on sockets
+ * per origin, an idle timeout, and a bounded, abortable wait queue in front of each origin.
+ *
+ * @internal
+ */
+export function createOutbound(options: ResolvedOptions): OutboundDispatcher {
+  const { Agent } = loadUndici()
+  const agent = new Agent({
+    connections: options.connections,
+    keepAliveTimeout: options.keepAliveTimeout,
+    // undici honours a server's `Keep-Alive: timeout=` hint up to this; never beyond ours.
+    keepAliveMaxTimeout: options.keepAliveTimeout,
+    headersTimeout: options.headersTimeout,
+    bodyTimeout: options.bodyTimeout,
+    // One call per socket at a time: `busy` then means what it says, and a slow response never
+    // holds up the one queued behind it on the same socket.
+    pipelining: 1,
+  })
+  const transport = new Transport(agent, options)
+  transport.ref = new WeakRef(transport)
+  live.add(transport.ref)
+  return new (dispatcherClass())(transport)
+}
