@@ -14,7 +14,7 @@ import {
   scopeForSignal,
   untrack,
 } from './scope.js'
-import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
+import { checkBoolean, checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
 
 /** Options of {@link createPool}. */
 export interface PoolOptions {
@@ -31,6 +31,16 @@ export interface PoolOptions {
    * @default 1
    */
   readonly retryAfter?: number
+  /**
+   * Deadline-aware admission, for callers whose scope has a deadline: a caller that would have to
+   * queue is shed at once with `PoolOverloadedError` when the work queued ahead of it, at the
+   * pool's observed service time, cannot finish before its deadline; and a queued caller whose
+   * remaining budget no longer covers one service time when its turn comes is shed instead of
+   * started. Callers without a deadline are never judged; FIFO order is kept for everyone. Turn it
+   * off for tasks whose durations vary so widely that a recent average predicts nothing.
+   * @default true
+   */
+  readonly admitByDeadline?: boolean
 }
 
 /** Options of {@link Pool.run}. */
@@ -62,7 +72,19 @@ export interface Pool {
   readonly concurrency: number
   /** The most tasks waiting for a slot. */
   readonly maxQueue: number
+  /**
+   * The observed service time, in ms: a moving average of how long tasks of callers with a
+   * deadline ran after waiting in the queue. `0` until one has been measured.
+   */
+  readonly serviceTime: number
 }
+
+// How much one measured run moves the service-time average: a quarter, so that the estimate
+// follows a change of load within a few tasks while one slow outlier (a GC pause) moves it little.
+const SERVICE_TIME_WEIGHT = 0.25
+const QUEUE_FULL = 'pool overloaded: queue is full'
+const CANNOT_FINISH = "pool overloaded: the work queued ahead cannot finish before the caller's deadline"
+const TOO_LATE = "pool overloaded: the caller's deadline no longer leaves time to run the task"
 
 // Handed to tasks whose caller has no signal and no scope: it never aborts.
 const neverAborted = new AbortController().signal
@@ -86,6 +108,8 @@ class Waiting<T> implements AbortSubscriber {
     readonly task: Task<T>,
     readonly signal: AbortSignal,
     readonly scope: Scope | undefined,
+    /** The caller's deadline (epoch ms), or `Infinity` when it has none or admission is off. */
+    readonly deadline: number,
     readonly resolve: (value: T) => void,
     readonly reject: (reason: unknown) => void,
   ) {}
@@ -112,15 +136,22 @@ class WorkerPool implements Pool {
   readonly concurrency: number
   readonly maxQueue: number
   readonly #retryAfter: number
+  readonly #admitByDeadline: boolean
+  #serviceTime = 0
   #active = 0
   #queued = 0
   #head: Waiting<unknown> | undefined = undefined
   #tail: Waiting<unknown> | undefined = undefined
 
-  constructor(concurrency: number, maxQueue: number, retryAfter: number) {
+  constructor(concurrency: number, maxQueue: number, retryAfter: number, admitByDeadline: boolean) {
     this.concurrency = concurrency
     this.maxQueue = maxQueue
     this.#retryAfter = retryAfter
+    this.#admitByDeadline = admitByDeadline
+  }
+
+  get serviceTime(): number {
+    return this.#serviceTime
   }
 
   get active(): number {
@@ -149,13 +180,25 @@ class WorkerPool implements Pool {
       this.#active++
       return this.#runNow(task, signal, scope)
     }
-    if (this.#queued >= this.maxQueue) {
-      counters.shed++
-      const retryAfter = this.#retryAfter
-      return Promise.reject(withoutStack(() => new PoolOverloadedError(retryAfter)))
+    if (this.#queued >= this.maxQueue) return Promise.reject(this.#shed(QUEUE_FULL))
+    let deadline = Number.POSITIVE_INFINITY
+    if (this.#admitByDeadline && scope !== undefined) {
+      const own = scope.deadline
+      if (own !== undefined) {
+        deadline = own
+        // The caller would wait for the tasks running now and those queued ahead of it to pass
+        // through `concurrency` slots, then run its own task: if that cannot end before its
+        // deadline, starting it later only burns a slot on work that will be aborted part-way.
+        // Shedding at once also answers the caller while it can still use the answer (the SRE
+        // book's "Handling Overload": drop work whose deadline cannot be met, before doing it).
+        const service = this.#serviceTime
+        if (service > 0 && own - Date.now() < ((this.#queued + 1) / this.concurrency + 1) * service) {
+          return Promise.reject(this.#shed(CANNOT_FINISH))
+        }
+      }
     }
     return new Promise<T>((resolve, reject) => {
-      const waiting = new Waiting(this, task, signal, scope, resolve, reject)
+      const waiting = new Waiting(this, task, signal, scope, deadline, resolve, reject)
       // The start continuation is attached here, in the caller's async context, so the task runs
       // in that context even though a slot is freed by some other task's completion.
       new Promise<void>((release) => {
@@ -203,6 +246,23 @@ class WorkerPool implements Pool {
     )
   }
 
+  /** Counts a shed call and makes its error (no stack: shedding is the hot path of overload). */
+  #shed(message: string): PoolOverloadedError {
+    counters.shed++
+    const retryAfter = this.#retryAfter
+    return withoutStack(() => {
+      const error = new PoolOverloadedError(retryAfter)
+      ;(error as { message: string }).message = message
+      return error
+    })
+  }
+
+  /** Folds one measured run time into the service-time average. */
+  #observe(ms: number): void {
+    const service = this.#serviceTime
+    this.#serviceTime = service === 0 ? ms : service + (ms - service) * SERVICE_TIME_WEIGHT
+  }
+
   /** Runs a queued task, settling the caller's promise directly (no promise adoption). */
   #runQueued<T>(waiting: Waiting<T>): void {
     const { task, signal, scope, resolve, reject } = waiting
@@ -226,12 +286,17 @@ class WorkerPool implements Pool {
       return
     }
     const tracked = scope?.[kTrack]('pool')
+    // Only tasks that queued, for callers with a deadline, are timed: they are the ones admission
+    // judges, and the uncontended path (and callers without deadlines) pays no clock reads.
+    const began = waiting.deadline === Number.POSITIVE_INFINITY ? -1 : performance.now()
     result.then(
       (value) => {
+        if (began >= 0) this.#observe(performance.now() - began)
         this.#taskEnded(tracked)
         resolve(value)
       },
       (error: unknown) => {
+        if (began >= 0) this.#observe(performance.now() - began)
         this.#taskEnded(tracked)
         reject(error)
       },
@@ -252,6 +317,12 @@ class WorkerPool implements Pool {
       waiting.start = undefined
       this.#unlink(waiting)
       waiting.unsubscribe()
+      // Its turn came too late: what is left of its budget does not cover one service time.
+      // Answer it now, while it can still act on the answer, and give the slot to the next.
+      if (waiting.deadline !== Number.POSITIVE_INFINITY && waiting.deadline - Date.now() < this.#serviceTime) {
+        waiting.reject(this.#shed(TOO_LATE))
+        continue
+      }
       this.#active++
       start()
     }
@@ -306,5 +377,7 @@ export function createPool(options: PoolOptions): Pool {
     options.retryAfter === undefined
       ? 1
       : checkCount('retryAfter', options.retryAfter, { min: 0, allowInfinity: false })
-  return new WorkerPool(concurrency, maxQueue, retryAfter)
+  const admitByDeadline =
+    options.admitByDeadline === undefined ? true : checkBoolean('admitByDeadline', options.admitByDeadline)
+  return new WorkerPool(concurrency, maxQueue, retryAfter, admitByDeadline)
 }
