@@ -32,15 +32,23 @@ export interface PoolOptions {
    */
   readonly retryAfter?: number
   /**
-   * Deadline-aware admission, for callers whose scope has a deadline: a caller that would have to
-   * queue is shed at once with `PoolOverloadedError` when the work queued ahead of it, at the
-   * pool's observed service time, cannot finish before its deadline; and a queued caller whose
-   * remaining budget no longer covers one service time when its turn comes is shed instead of
-   * started. Callers without a deadline are never judged; FIFO order is kept for everyone. Turn it
-   * off for tasks whose durations vary so widely that a recent average predicts nothing.
+   * Overload policy for callers whose scope has a deadline (a request's, under `tether()`), so that
+   * a pool under overload spends its slots on work that can still finish in time, with nothing to
+   * tune:
+   *
+   * - a caller that would have to queue is shed at once with `PoolOverloadedError` when the work
+   *   ahead of it, at the pool's observed service time, cannot finish before its deadline;
+   * - a queued caller whose remaining budget no longer covers one service time when its turn
+   *   comes is shed instead of started;
+   * - while the queue is standing (its oldest caller has waited longer than two service times per
+   *   slot), the newest caller is started first if it has a deadline (adaptive LIFO).
+   *
+   * Callers without a deadline are never shed by it nor moved ahead: among them the order stays
+   * FIFO. `false` gives plain FIFO for everyone, for tasks whose durations vary so widely that a
+   * recent average predicts nothing.
    * @default true
    */
-  readonly admitByDeadline?: boolean
+  readonly deadlineAware?: boolean
 }
 
 /** Options of {@link Pool.run}. */
@@ -82,6 +90,10 @@ export interface Pool {
 // How much one measured run moves the service-time average: a quarter, so that the estimate
 // follows a change of load within a few tasks while one slow outlier (a GC pause) moves it little.
 const SERVICE_TIME_WEIGHT = 0.25
+// A queue is standing, rather than absorbing a burst, once its oldest caller has waited longer than
+// this many service times per slot (CoDel's "standing queue", with a target that scales with the
+// work instead of a constant to tune).
+const STANDING_QUEUE = 2
 const QUEUE_FULL = 'pool overloaded: queue is full'
 const CANNOT_FINISH = "pool overloaded: the work queued ahead cannot finish before the caller's deadline"
 const TOO_LATE = "pool overloaded: the caller's deadline no longer leaves time to run the task"
@@ -102,6 +114,8 @@ class Waiting<T> implements AbortSubscriber {
   next: Waiting<unknown> | undefined = undefined
   /** Starts the task; cleared once the caller has left the queue. */
   start: (() => void) | undefined = undefined
+  /** When it joined the queue (`performance.now()`), or 0 when the pool does not judge deadlines. */
+  enqueuedAt = 0
 
   constructor(
     readonly pool: WorkerPool,
@@ -136,18 +150,18 @@ class WorkerPool implements Pool {
   readonly concurrency: number
   readonly maxQueue: number
   readonly #retryAfter: number
-  readonly #admitByDeadline: boolean
+  readonly #deadlineAware: boolean
   #serviceTime = 0
   #active = 0
   #queued = 0
   #head: Waiting<unknown> | undefined = undefined
   #tail: Waiting<unknown> | undefined = undefined
 
-  constructor(concurrency: number, maxQueue: number, retryAfter: number, admitByDeadline: boolean) {
+  constructor(concurrency: number, maxQueue: number, retryAfter: number, deadlineAware: boolean) {
     this.concurrency = concurrency
     this.maxQueue = maxQueue
     this.#retryAfter = retryAfter
-    this.#admitByDeadline = admitByDeadline
+    this.#deadlineAware = deadlineAware
   }
 
   get serviceTime(): number {
@@ -182,7 +196,7 @@ class WorkerPool implements Pool {
     }
     if (this.#queued >= this.maxQueue) return Promise.reject(this.#shed(QUEUE_FULL))
     let deadline = Number.POSITIVE_INFINITY
-    if (this.#admitByDeadline && scope !== undefined) {
+    if (this.#deadlineAware && scope !== undefined) {
       const own = scope.deadline
       if (own !== undefined) {
         deadline = own
@@ -192,13 +206,17 @@ class WorkerPool implements Pool {
         // Shedding at once also answers the caller while it can still use the answer (the SRE
         // book's "Handling Overload": drop work whose deadline cannot be met, before doing it).
         const service = this.#serviceTime
-        if (service > 0 && own - Date.now() < ((this.#queued + 1) / this.concurrency + 1) * service) {
+        // Under a standing queue the newest caller with a deadline is served next, so nothing
+        // queued is ahead of it.
+        const ahead = this.#standing() ? 0 : this.#queued
+        if (service > 0 && own - Date.now() < ((ahead + 1) / this.concurrency + 1) * service) {
           return Promise.reject(this.#shed(CANNOT_FINISH))
         }
       }
     }
     return new Promise<T>((resolve, reject) => {
       const waiting = new Waiting(this, task, signal, scope, deadline, resolve, reject)
+      if (this.#deadlineAware) waiting.enqueuedAt = performance.now()
       // The start continuation is attached here, in the caller's async context, so the task runs
       // in that context even though a slot is freed by some other task's completion.
       new Promise<void>((release) => {
@@ -312,7 +330,7 @@ class WorkerPool implements Pool {
   #release(): void {
     this.#active--
     while (this.#active < this.concurrency && this.#head !== undefined) {
-      const waiting = this.#head
+      const waiting = this.#next()
       const start = waiting.start as () => void
       waiting.start = undefined
       this.#unlink(waiting)
@@ -326,6 +344,33 @@ class WorkerPool implements Pool {
       this.#active++
       start()
     }
+  }
+
+  /**
+   * Whether the queue is standing: its oldest caller has waited longer than a few service times per
+   * slot. Then the queue is not absorbing a burst but holding more than the pool can serve, and
+   * serving it oldest-first hands every slot to the caller closest to its deadline.
+   */
+  #standing(): boolean {
+    const head = this.#head
+    return (
+      head !== undefined &&
+      head.enqueuedAt > 0 &&
+      this.#serviceTime > 0 &&
+      performance.now() - head.enqueuedAt > (STANDING_QUEUE * this.#serviceTime) / this.concurrency
+    )
+  }
+
+  /**
+   * The caller to start next: the oldest (FIFO), except under a standing queue, where the newest
+   * is started first if it has a deadline (Facebook's adaptive LIFO): it has the most budget left,
+   * so its answer is the likeliest to arrive in time, while the oldest were going to miss theirs
+   * anyway. Callers without a deadline are never moved ahead, so among them the order stays FIFO.
+   */
+  #next(): Waiting<unknown> {
+    const tail = this.#tail as Waiting<unknown>
+    if (tail.deadline !== Number.POSITIVE_INFINITY && this.#standing()) return tail
+    return this.#head as Waiting<unknown>
   }
 
   #enqueue(waiting: Waiting<unknown>): void {
@@ -377,7 +422,7 @@ export function createPool(options: PoolOptions): Pool {
     options.retryAfter === undefined
       ? 1
       : checkCount('retryAfter', options.retryAfter, { min: 0, allowInfinity: false })
-  const admitByDeadline =
-    options.admitByDeadline === undefined ? true : checkBoolean('admitByDeadline', options.admitByDeadline)
-  return new WorkerPool(concurrency, maxQueue, retryAfter, admitByDeadline)
+  const deadlineAware =
+    options.deadlineAware === undefined ? true : checkBoolean('deadlineAware', options.deadlineAware)
+  return new WorkerPool(concurrency, maxQueue, retryAfter, deadlineAware)
 }
