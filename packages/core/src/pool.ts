@@ -270,7 +270,9 @@ class WorkerPool implements Pool {
     const retryAfter = this.#retryAfter
     return withoutStack(() => {
       const error = new PoolOverloadedError(retryAfter)
-      ;(error as { message: string }).message = message
+      // The class's message is the full-queue one; the stack (frameless here) repeats the message.
+      error.message = message
+      error.stack = `${error.name}: ${message}`
       return error
     })
   }
