@@ -74,6 +74,16 @@ const variants = {
     })
     return app
   },
+  // tether with admission before the handler: nothing else changes.
+  'tether admission'() {
+    const app = express()
+    app.use(tether({ timeout: BUDGET_MS, logger: false, admission: true }))
+    app.get('/', async (req, res) => {
+      await work(req.scope.signal)
+      res.json(ok)
+    })
+    return app
+  },
   // The same, with the work behind a pool of one: no hand tuning (no maxQueue).
   'tether + pool'() {
     const app = express()

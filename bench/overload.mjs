@@ -24,7 +24,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '3' },
     factors: { type: 'string', default: '2,4' },
-    variants: { type: 'string', default: 'naive,tether,tether + pool' },
+    variants: { type: 'string', default: 'naive,tether,tether admission,tether + pool' },
     json: { type: 'boolean' },
   },
 })
@@ -69,7 +69,7 @@ function call(agent, port) {
       },
       (res) => {
         res.resume()
-        // A shed (Retry-After) is told apart from a deadline answer, for the breakdown.
+        // A shed (Retry-After: the pool's or admission's) is told apart from a deadline answer.
         const status = res.statusCode === 503 && res.headers['retry-after'] !== undefined ? 'shed' : res.statusCode
         res.on('end', () => done(status))
         res.on('error', () => done(0))
@@ -133,7 +133,10 @@ async function openLoop(port, rate, ms) {
 async function cell(variant, factor, cap) {
   await server.ask('idle')
   const rate = factor * cap
+  const clientCpu = process.cpuUsage()
   const results = await openLoop(ports[variant], rate, seconds * 1000)
+  const clientUsed = process.cpuUsage(clientCpu)
+  const clientLoad = (clientUsed.user + clientUsed.system) / 1000 / (seconds * 1000 + GIVE_UP_MS)
   let good = 0
   let late = 0
   let shed = 0
@@ -147,7 +150,7 @@ async function cell(variant, factor, cap) {
     else expired++
   }
   const goodput = good / seconds / cap
-  return { variant, factor, offered: results.length, good, late, shed, expired, gaveUp, goodput }
+  return { variant, factor, offered: results.length, good, late, shed, expired, gaveUp, goodput, clientLoad }
 }
 
 const cells = []
@@ -167,7 +170,7 @@ for (let round = 0; round < rounds; round++) {
       cells.push({ round, capacity: cap, ...result })
       if (!values.json)
         console.error(
-          `round ${round + 1}: ${variant} at ${factor}x (capacity ${cap.toFixed(0)}/s): goodput ${result.goodput.toFixed(2)}; ${result.offered} sent, ${result.good} good, ${result.late} late, ${result.shed} shed, ${result.expired} expired, ${result.gaveUp} gave up`,
+          `round ${round + 1}: ${variant} at ${factor}x (capacity ${cap.toFixed(0)}/s): goodput ${result.goodput.toFixed(2)}; ${result.offered} sent, ${result.good} good, ${result.late} late, ${result.shed} shed, ${result.expired} expired, ${result.gaveUp} gave up; client CPU ${(result.clientLoad * 100).toFixed(0)}%`,
         )
     }
   }

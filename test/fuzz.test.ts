@@ -422,6 +422,7 @@ const tetherRules: Record<string, Rule> = {
   captureStacks: boolean,
   logger,
   debugRoute,
+  admission: boolean,
 }
 
 interface Target {
@@ -456,7 +457,12 @@ const targets: Target[] = [
   {
     name: 'createPool()',
     base: { concurrency: 1 },
-    rules: { concurrency: count(1, true), maxQueue: optional(count(0, true)), retryAfter: optional(count(0, false)) },
+    rules: {
+      concurrency: count(1, true),
+      maxQueue: optional(count(0, true)),
+      retryAfter: optional(count(0, false)),
+      deadlineAware: boolean,
+    },
     call: (options) => createPool(options as never),
   },
   {

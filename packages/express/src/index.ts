@@ -51,6 +51,7 @@ export function tether(options?: TetherExpressOptions): RequestHandler {
       res.json(inspect())
       return
     }
+    if (!binding.admit(req, res)) return
     const scope = binding.attach(req, res, req)
     req.scope = scope
     scope.run(next)
