@@ -24,7 +24,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '3' },
     factors: { type: 'string', default: '2,4' },
-    variants: { type: 'string', default: 'naive,tether,tether admission,tether + pool' },
+    variants: { type: 'string', default: 'naive,tether,tether + pool' },
     json: { type: 'boolean' },
   },
 })
@@ -69,7 +69,7 @@ function call(agent, port) {
       },
       (res) => {
         res.resume()
-        // A shed (Retry-After: the pool's or admission's) is told apart from a deadline answer.
+        // A shed (the pool's, with Retry-After) is told apart from a deadline answer.
         const status = res.statusCode === 503 && res.headers['retry-after'] !== undefined ? 'shed' : res.statusCode
         res.on('end', () => done(status))
         res.on('error', () => done(0))

@@ -422,7 +422,6 @@ const tetherRules: Record<string, Rule> = {
   captureStacks: boolean,
   logger,
   debugRoute,
-  admission: boolean,
 }
 
 interface Target {

@@ -122,7 +122,7 @@ class Waiting<T> implements AbortSubscriber {
     readonly task: Task<T>,
     readonly signal: AbortSignal,
     readonly scope: Scope | undefined,
-    /** The caller's deadline (epoch ms), or `Infinity` when it has none or admission is off. */
+    /** The caller's deadline (epoch ms), or `Infinity` when it has none or `deadlineAware` is off. */
     readonly deadline: number,
     readonly resolve: (value: T) => void,
     readonly reject: (reason: unknown) => void,

@@ -8,18 +8,7 @@ export interface Answer {
   readonly message: string
   /** Close the connection after the answer (it is closed anyway while a body is still arriving). */
   readonly close: boolean
-  /** Seconds for a `Retry-After` header, if any. */
-  readonly retryAfter?: number
 }
-
-/** The answer to a request refused by admission control. @internal */
-export const OVERLOADED: Answer = Object.freeze({
-  statusCode: 503,
-  code: 'TETHER_OVERLOADED',
-  message: "server overloaded: requests would not be answered within this request's deadline",
-  close: false,
-  retryAfter: 1,
-})
 
 /** The answer during and at the end of a shutdown. @internal */
 export const SHUTTING_DOWN: Answer = Object.freeze({
@@ -37,7 +26,7 @@ export const SHUTTING_DOWN: Answer = Object.freeze({
  *
  * @internal
  */
-export function answer(res: ServerResponse, { statusCode, code, message, close, retryAfter }: Answer): void {
+export function answer(res: ServerResponse, { statusCode, code, message, close }: Answer): void {
   for (const name of res.getHeaderNames()) res.removeHeader(name)
   const body = JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
   const headers: Record<string, string | number> = {
@@ -48,7 +37,6 @@ export function answer(res: ServerResponse, { statusCode, code, message, close, 
   // could serve another request: close it instead.
   const incomplete = (res as ServerResponse & { req?: IncomingMessage }).req?.complete === false
   if (close || incomplete) headers.connection = 'close'
-  if (retryAfter !== undefined) headers['retry-after'] = retryAfter
   res.writeHead(statusCode, headers)
   res.end(body)
 }

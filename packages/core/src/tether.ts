@@ -1,5 +1,4 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { Admission } from './admission.js'
 import { adoptSocket } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { CanceledError, isShutdown } from './errors.js'
@@ -11,7 +10,7 @@ import {
   removeInflight,
   type TrackingPolicy,
 } from './registry.js'
-import { type Answer, abandon, answer, OVERLOADED, SHUTTING_DOWN } from './response.js'
+import { type Answer, abandon, SHUTTING_DOWN } from './response.js'
 import {
   type AbortOwner,
   isDeadlineReason,
@@ -74,18 +73,6 @@ export interface TetherOptions {
    * @default undefined (no debug route)
    */
   readonly debugRoute?: string
-  /**
-   * Admission before the handler runs, for servers that may be offered more than they can serve:
-   * a request whose budget (its deadline, from `timeout` or the budget header) cannot cover the
-   * time requests are taking to get through the server right now is answered at once with 503
-   * and `Retry-After: 1`, and counted as `shed`, before any of its work starts. That time is
-   * measured (the requests in flight times the event loop's busy time per completed request), not
-   * configured. Requests without a deadline are never refused. Off by default: it counts every
-   * request, and requests that hold their connection open on purpose (server-sent events, long
-   * polling) count as in flight for their whole life.
-   * @default false
-   */
-  readonly admission?: boolean
 }
 
 /**
@@ -200,9 +187,6 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   close(res: TetheredResponse): void {
     removeInflight(this)
     const scope = this.scope
-    // Only a normally finished request says how fast the server serves: one cut by its deadline
-    // or its client left early.
-    this.tether.admission?.end(!scope[kIsAborted] && res.writableEnded)
     if (!scope[kIsAborted]) {
       if (res.writableEnded) scope[kAbort](responseFinished)
       else {
@@ -258,8 +242,6 @@ export class Tether {
   readonly logger: Logger | false
   /** @internal */
   readonly adapter: TetherAdapter
-  /** @internal The admission state, when the `admission` option is on. */
-  readonly admission: Admission | undefined
 
   /**
    * @param options - see {@link TetherOptions}
@@ -307,36 +289,6 @@ export class Tether {
     this.policy = Object.freeze({ leakAfter: checkDuration('leakAfter', leakAfter), captureStacks })
     this.logger = logger ?? processWarnings
     this.adapter = adapter
-    const admission = options?.admission === undefined ? false : checkBoolean('admission', options.admission)
-    this.admission = admission ? new Admission() : undefined
-  }
-
-  /**
-   * With the `admission` option on, decides whether a request is served: one whose budget cannot
-   * cover the time requests are taking to get through the server now is answered 503 with
-   * `Retry-After` here and then, counted as `shed`, and `false` is returned: the adapter must then
-   * neither {@link attach} it nor run its handler. Always `true` when the option is off.
-   *
-   * @param req - the incoming request (`deadlineHeader` is read from it)
-   * @param res - its response, answered when the request is refused
-   * @returns whether to go on and attach the request
-   */
-  admit(req: IncomingMessage, res: ServerResponse): boolean {
-    const admission = this.admission
-    if (admission === undefined) return true
-    const now = Date.now()
-    let budget = this.timeout ?? Number.POSITIVE_INFINITY
-    const header = this.deadlineHeader
-    if (header !== undefined) {
-      const value = req.headers[header]
-      // Malformed values are counted by attach(), once.
-      const parsed = value === undefined ? undefined : parseBudget(value, header)
-      if (parsed !== undefined && parsed < budget) budget = parsed
-    }
-    if (admission.admit(now, budget)) return true
-    counters.shed++
-    answer(res, OVERLOADED)
-    return false
   }
 
   /**
@@ -372,8 +324,6 @@ export class Tether {
     }
     const response = res as TetheredResponse
     const server = adoptSocket(req.socket)
-    // Every attached request is in flight for the estimate, whether admit() was asked or not.
-    this.admission?.enter()
     const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, response, source)
     const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
     record.scope = scope

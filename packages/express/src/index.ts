@@ -51,7 +51,6 @@ export function tether(options?: TetherExpressOptions): RequestHandler {
       res.json(inspect())
       return
     }
-    if (!binding.admit(req, res)) return
     const scope = binding.attach(req, res, req)
     req.scope = scope
     scope.run(next)

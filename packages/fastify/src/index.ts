@@ -132,11 +132,6 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
   if (binding.debugRoute !== undefined) app.get(binding.debugRoute, async () => inspect())
 
   app.addHook('onRequest', function tetherOnRequest(request, reply, hookDone) {
-    // Refused by admission: tether has answered on the raw response; Fastify must not touch it.
-    if (!binding.admit(request.raw, reply.raw)) {
-      reply.hijack()
-      return
-    }
     const scope = binding.attach(request.raw, reply.raw, reply)
     request.scope = scope
     scope.run(hookDone)
