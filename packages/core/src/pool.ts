@@ -61,15 +61,19 @@ export interface PoolRunOptions {
   readonly signal?: AbortSignal
 }
 
-/** A bounded worker pool: at most `concurrency` tasks at once, the rest queued FIFO. */
+/**
+ * A bounded worker pool: at most `concurrency` tasks at once, the rest queued FIFO (under a standing
+ * queue, callers with a deadline newest first: see {@link PoolOptions.deadlineAware}).
+ */
 export interface Pool {
   /**
    * Runs `task` when a slot is free, in the async context of the caller (AsyncLocalStorage
    * values seen by the caller are seen by the task).
    *
    * @returns the task's result
-   * @throws (rejects) `PoolOverloadedError` when the queue is full; the caller's abort reason
-   *   when its signal aborts while the task is queued
+   * @throws (rejects) `PoolOverloadedError` when the queue is full, or (with `deadlineAware`)
+   *   when the caller's deadline cannot cover the work ahead of it or no longer covers its own run
+   *   when its turn comes; the caller's abort reason when its signal aborts while the task is queued
    */
   run<T>(task: Task<T>, options?: PoolRunOptions): Promise<T>
   /** Tasks running now. */
@@ -403,7 +407,12 @@ class WorkerPool implements Pool {
  * a full queue sheds new tasks with `PoolOverloadedError` (HTTP 503 with `Retry-After` in both
  * adapters). Tasks run in the async context of their caller and receive its signal.
  *
- * @param options - `concurrency` (required), `maxQueue`, `retryAfter`
+ * Under overload it spends its slots on work that can still finish in time, for callers whose
+ * scope has a deadline (every request's, under `tether()`): it sheds at once a caller whose deadline
+ * cannot cover the work ahead at the observed service time, never starts one whose turn came too
+ * late, and serves the newest first while a queue stands. Callers without a deadline keep FIFO.
+ *
+ * @param options - `concurrency` (required), `maxQueue`, `retryAfter`, `deadlineAware`
  * @throws TypeError/RangeError naming the option, for a missing or invalid `concurrency` or
  *   other invalid options
  *
