@@ -118,7 +118,7 @@ class Waiting<T> implements AbortSubscriber {
   next: Waiting<unknown> | undefined = undefined
   /** Starts the task; cleared once the caller has left the queue. */
   start: (() => void) | undefined = undefined
-  /** When it joined the queue (`performance.now()`), or 0 when the pool does not judge deadlines. */
+  /** When it joined the queue (`performance.now()`), or 0 for a caller the pool does not judge. */
   enqueuedAt = 0
 
   constructor(
@@ -220,7 +220,9 @@ class WorkerPool implements Pool {
     }
     return new Promise<T>((resolve, reject) => {
       const waiting = new Waiting(this, task, signal, scope, deadline, resolve, reject)
-      if (this.#deadlineAware) waiting.enqueuedAt = performance.now()
+      // Dated once the pool judges deadlines at all (a caller with one has come, or a service time
+      // was measured): a pool whose callers have no deadline pays no clock read.
+      if (deadline !== Number.POSITIVE_INFINITY || this.#serviceTime > 0) waiting.enqueuedAt = performance.now()
       // The start continuation is attached here, in the caller's async context, so the task runs
       // in that context even though a slot is freed by some other task's completion.
       new Promise<void>((release) => {
