@@ -14,6 +14,7 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { barChart } from './chart.mjs'
+import { overloadSection } from './overload-report.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({
@@ -97,46 +98,6 @@ writeFileSync(
   }),
 )
 
-// Goodput under overload: the headline, with its own chart.
-const POOL_GOAL = 0.9
-const overloadVariants = overload === undefined ? [] : [...new Set(overload.results.map((r) => r.variant))]
-const goodputOf = (variant, factor) =>
-  overload.results.find((r) => r.variant === variant && r.factor === factor)?.goodput
-const variantLabel = {
-  naive: 'connect-timeout, handler checks `req.timedout`',
-  tether: '`tether({ timeout })`, work listens to the signal',
-  'tether + pool': 'the same plus `createPool({ concurrency: 1 })` around the work',
-}
-const overloadTable =
-  overload === undefined
-    ? []
-    : overloadVariants.map(
-        (variant) =>
-          `| ${variantLabel[variant] ?? variant} | ${overload.factors.map((f) => `${variant === 'tether + pool' ? '**' : ''}${fixed(goodputOf(variant, f))}${variant === 'tether + pool' ? '**' : ''}`).join(' | ')} |`,
-      )
-const overloadBreakdown =
-  overload === undefined
-    ? []
-    : overload.results.map(
-        (r) =>
-          `| ${r.variant} | ${r.factor}x | ${r.offered} | ${r.good} | ${r.late} | ${r.shed} | ${r.expired} | ${r.gaveUp} | ${r.goodputs.map((g) => fixed(g)).join(', ')} |`,
-      )
-if (overload !== undefined) {
-  writeFileSync(
-    `${root}bench/overload.svg`,
-    barChart({
-      title: 'tether: goodput under overload (share of capacity answered 200 within the budget)',
-      subtitle: `Express, 5 ms of CPU per request, 200 ms budget, open-loop load at 2x and 4x capacity. Node ${overload.node}, ${when}.`,
-      rows: overload.results.map((r) => ({
-        label: `${r.variant} at ${r.factor}x`,
-        value: r.goodput,
-        target: r.variant === 'tether + pool' ? POOL_GOAL : undefined,
-        better: 'higher',
-      })),
-    }),
-  )
-}
-
 const httpTable = httpResults.results.map(
   (r) =>
     `| ${r.name} | \`${r.path}\` | ${fixed(r.baselineCpuUs, 1)} µs | ${fixed(r.candidateCpuUs, 1)} µs | **${fixed(r.cpuRatio, 3)}** | ${r.target === undefined ? '' : `≥ ${r.target}: ${verdict(r.cpuRatio >= r.target)}`} | ${Math.round(r.baselineRate)} / ${Math.round(r.candidateRate)} (${fixed(r.rateRatio, 3)}) |`,
@@ -168,36 +129,7 @@ contenders of each pair live in one fresh server process pinned to one core (${h
 request (\`process.cpuUsage()\` over each ${httpResults.seconds} s window, ${httpResults.rounds} rounds), with throughput alongside. Every tether contender has a
 ${10_000 / 1000} s deadline armed on every request. The calibration row compares two identical bare servers.
 
-${
-  overload === undefined
-    ? ''
-    : `## Goodput under overload
-
-![goodput under overload](bench/overload.svg)
-
-What share of the machine's capacity still reaches callers in time when more is offered than the
-server can serve. One Express server pinned to one core; each request does ${overload.workMs} ms of CPU work in
-${overload.sliceMs} ms slices with an \`await\` between them; the caller's budget is ${overload.budgetMs} ms (sent in
-\`x-request-timeout-ms\`, and the server's \`timeout\`); an open-loop client on the other core offers
-k × the capacity measured in the same round and gives up at ${overload.giveUpMs} ms. Goodput = answers 200
-received within ${overload.budgetMs} ms, per second, as a share of that capacity (median ${fixed(overload.capacity, 0)} req/s); median of
-${overload.rounds} rounds of ${overload.seconds} s per cell, variants and factors interleaved. \`node bench/overload.mjs\` runs it alone.
-
-| variant (what the user writes) | ${overload.factors.map((f) => `${f}x`).join(' | ')} |
-| --- | ${overload.factors.map(() => '---').join(' | ')} |
-${overloadTable.join('\n')}
-
-Target: the pool variant ≥ ${POOL_GOAL} at 2x and 4x, without tuning (no \`maxQueue\`): ${verdict(overload.factors.every((f) => (goodputOf('tether + pool', f) ?? 0) >= POOL_GOAL))}.
-
-Every request of every round (late: 200 after the budget; shed: 503 with \`Retry-After\` at once;
-expired: 503 at the deadline; gave up: no answer within ${overload.giveUpMs} ms):
-
-| variant | load | sent | good | late | shed | expired | gave up | goodput per round |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
-${overloadBreakdown.join('\n')}
-
-`
-}## HTTP overhead: server CPU per request
+${overload === undefined ? '' : overloadSection(overload, when)}## HTTP overhead: server CPU per request
 
 Ratio = baseline CPU per request ÷ candidate CPU per request: **≥ 1 means the candidate costs no
 more than the baseline**.
