@@ -53,7 +53,7 @@ What share of the machine's capacity still reaches callers in time when more is 
 server can serve. One Express server pinned to one core; each request does ${overload.workMs} ms of CPU work in
 ${overload.sliceMs} ms slices with an \`await\` between them; the caller's budget is ${overload.budgetMs} ms (sent in
 \`x-request-timeout-ms\`, and the server's \`timeout\`); an open-loop client on the other core offers
-k × the capacity measured in the same round and gives up at ${overload.giveUpMs} ms. Goodput = answers 200
+k × the capacity measured just before each window and gives up at ${overload.giveUpMs} ms. Goodput = answers 200
 received within ${overload.budgetMs} ms, per second, as a share of that capacity (median ${fixed(overload.capacity, 0)} req/s); median of
 ${overload.rounds} rounds of ${overload.seconds} s per cell, variants and factors interleaved. \`node bench/overload.mjs\` runs it alone.
 

@@ -7,9 +7,9 @@
 // offers k × the capacity measured in the same round, and gives up at 250 ms. Goodput = answers
 // 200 received within 200 ms, per second, as a share of that capacity.
 //
-// Every round measures capacity first (closed loop on the same work without timeouts), then loads
-// each variant at each factor in turn, rotating the order from round to round; the figure is the
-// median over rounds. Between windows the driver waits until the server has no handler running,
+// Every window is preceded by a capacity probe (closed loop on the same work without timeouts, in
+// the same server process); each round loads each variant at each factor in turn, rotating the
+// order from round to round; the figure is the median over rounds. Between windows the driver waits until the server has no handler running,
 // so that work a variant leaves behind is not billed to the next one.
 //
 //   node bench/overload.mjs [--rounds 3] [--seconds 3] [--factors 2,4] [--json]
@@ -130,7 +130,12 @@ async function openLoop(port, rate, ms) {
   return results
 }
 
-async function cell(variant, factor, cap) {
+async function cell(variant, factor) {
+  await server.ask('idle')
+  // Capacity is measured right before each window: what the machine gives this server drifts
+  // (other processes share the core), and the share that matters is the one during the window.
+  const cap = await capacity(ports.bare, 1500)
+  capacities.push(cap)
   await server.ask('idle')
   const rate = factor * cap
   const clientCpu = process.cpuUsage()
@@ -150,7 +155,19 @@ async function cell(variant, factor, cap) {
     else expired++
   }
   const goodput = good / seconds / cap
-  return { variant, factor, offered: results.length, good, late, shed, expired, gaveUp, goodput, clientLoad }
+  return {
+    variant,
+    factor,
+    capacity: cap,
+    offered: results.length,
+    good,
+    late,
+    shed,
+    expired,
+    gaveUp,
+    goodput,
+    clientLoad,
+  }
 }
 
 const cells = []
@@ -160,17 +177,14 @@ await capacity(ports.bare, 1000)
 for (const variant of variants) await openLoop(ports[variant], 100, 500)
 
 for (let round = 0; round < rounds; round++) {
-  await server.ask('idle')
-  const cap = await capacity(ports.bare, 2000)
-  capacities.push(cap)
   const order = variants.map((_, i) => variants[(i + round) % variants.length])
   for (const factor of round % 2 === 0 ? factors : [...factors].reverse()) {
     for (const variant of order) {
-      const result = await cell(variant, factor, cap)
-      cells.push({ round, capacity: cap, ...result })
+      const result = await cell(variant, factor)
+      cells.push({ round, ...result })
       if (!values.json)
         console.error(
-          `round ${round + 1}: ${variant} at ${factor}x (capacity ${cap.toFixed(0)}/s): goodput ${result.goodput.toFixed(2)}; ${result.offered} sent, ${result.good} good, ${result.late} late, ${result.shed} shed, ${result.expired} expired, ${result.gaveUp} gave up; client CPU ${(result.clientLoad * 100).toFixed(0)}%`,
+          `round ${round + 1}: ${variant} at ${factor}x (capacity ${result.capacity.toFixed(0)}/s): goodput ${result.goodput.toFixed(2)}; ${result.offered} sent, ${result.good} good, ${result.late} late, ${result.shed} shed, ${result.expired} expired, ${result.gaveUp} gave up; client CPU ${(result.clientLoad * 100).toFixed(0)}%`,
         )
     }
   }
