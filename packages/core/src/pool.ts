@@ -41,7 +41,8 @@ export interface PoolOptions {
    * - a queued caller whose remaining budget no longer covers one service time when its turn
    *   comes is shed instead of started;
    * - while the queue is standing (its oldest caller has waited longer than two service times per
-   *   slot), the newest caller is started first if it has a deadline (adaptive LIFO).
+   *   slot), the newest caller is started first if it has a deadline (adaptive LIFO), and the
+   *   oldest are shed as soon as the work queued after them leaves them no time.
    *
    * Callers without a deadline are never shed by it nor moved ahead: among them the order stays
    * FIFO. `false` gives plain FIFO for everyone, for tasks whose durations vary so widely that a
@@ -101,6 +102,7 @@ const STANDING_QUEUE = 2
 const QUEUE_FULL = 'pool overloaded: queue is full'
 const CANNOT_FINISH = "pool overloaded: the work queued ahead cannot finish before the caller's deadline"
 const TOO_LATE = "pool overloaded: the caller's deadline no longer leaves time to run the task"
+const OUTRUN = "pool overloaded: newer callers go first, and the caller's deadline leaves no time for them and its task"
 
 // Handed to tasks whose caller has no signal and no scope: it never aborts.
 const neverAborted = new AbortController().signal
@@ -337,6 +339,7 @@ class WorkerPool implements Pool {
 
   #release(): void {
     this.#active--
+    if (this.#head !== undefined && this.#standing()) this.#shedOutrun()
     while (this.#active < this.concurrency && this.#head !== undefined) {
       const waiting = this.#next()
       const start = waiting.start as () => void
@@ -351,6 +354,29 @@ class WorkerPool implements Pool {
       }
       this.#active++
       start()
+    }
+  }
+
+  /**
+   * Under a standing queue newer callers with a deadline go first, so the oldest are served last:
+   * one whose remaining budget cannot cover the work queued after it plus its own run is answered
+   * now rather than at its deadline (a standing queue must not eat every budget it holds).
+   */
+  #shedOutrun(): void {
+    const service = this.#serviceTime
+    const now = Date.now()
+    let head = this.#head
+    while (
+      head !== undefined &&
+      head.deadline !== Number.POSITIVE_INFINITY &&
+      head.deadline - now < ((this.#queued - 1) / this.concurrency + 1) * service
+    ) {
+      const next = head.next
+      head.start = undefined
+      this.#unlink(head)
+      head.unsubscribe()
+      head.reject(this.#shed(OUTRUN))
+      head = next
     }
   }
 

@@ -78,9 +78,10 @@ describe('createPool: deadline-aware overload policy', () => {
     let started = false
     const late = pool.run(() => {
       started = true
-    }, budget(1_000))
-    expect(pool.queued).toBe(1) // 200 ms of work ahead fits a 1 s budget
-    await vi.advanceTimersByTimeAsync(950) // the running task holds its slot far longer than usual
+    }, budget(250))
+    expect(pool.queued).toBe(1) // 200 ms of work ahead fits a 250 ms budget
+    // The running task holds its slot longer than usual (not long enough for the queue to stand).
+    await vi.advanceTimersByTimeAsync(160)
     const shedBefore = inspect().counters.shed
     gate.resolve()
     const error = await late.catch((e: unknown) => e)
@@ -117,6 +118,33 @@ describe('createPool: deadline-aware overload policy', () => {
     // d3, the newest, goes first; after it the newest is n3, which has no deadline and is never
     // moved ahead, so the rest leave from the front, in the order they came.
     expect(order).toEqual(['d3', 'n1', 'd1', 'n2', 'd2', 'n3'])
+  })
+
+  it('under a standing queue answers the oldest caller at once when the callers queued after it leave it no time', async () => {
+    const pool = createPool({ concurrency: 1 })
+    await observeServiceTime(pool)
+    const gate = deferred()
+    const running = pool.run(() => gate.promise)
+    const order: string[] = []
+    const call = (name: string) =>
+      pool.run(() => {
+        order.push(name)
+      }, budget(1_000))
+    const oldest = call('oldest')
+    await vi.advanceTimersByTimeAsync(300) // the queue stands: newer callers will go first
+    const newer = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7'].map(call)
+    expect(pool.queued).toBe(8)
+    const shedBefore = inspect().counters.shed
+    gate.resolve()
+    // 700 ms left, and seven newer callers plus its own run need 800 ms: answered now, at 300 ms,
+    // rather than with a deadline error at 1,000 ms.
+    const error = await oldest.catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(PoolOverloadedError)
+    expect((error as Error).message).toMatch(/newer callers go first/)
+    expect(inspect().counters.shed).toBe(shedBefore + 1)
+    await Promise.all([running, ...newer])
+    // With the oldest gone, the rest came together and have not waited: a burst, served in order.
+    expect(order).toEqual(['d1', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7'])
   })
 
   it('serves a burst first come, first served: the queue has not waited long enough to stand', async () => {
