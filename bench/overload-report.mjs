@@ -55,7 +55,7 @@ ${overload.sliceMs} ms slices with an \`await\` between them; the caller's budge
 \`x-request-timeout-ms\`, and the server's \`timeout\`); an open-loop client on the other core offers
 k × the capacity measured just before each window and gives up at ${overload.giveUpMs} ms. Goodput = answers 200
 received within ${overload.budgetMs} ms, per second, as a share of that capacity (median ${fixed(overload.capacity, 0)} req/s); median of
-${overload.rounds} rounds of ${overload.seconds} s per cell, variants and factors interleaved. \`node bench/overload.mjs\` runs it alone.
+${overload.rounds} rounds of ${overload.seconds} s per cell, variants and factors interleaved, Node ${overload.node}. \`node bench/overload.mjs\` runs it alone.
 
 | variant (what the user writes) | ${overload.factors.map((f) => `${f}x`).join(' | ')} |
 | --- | ${overload.factors.map(() => '---').join(' | ')} |
