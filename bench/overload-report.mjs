@@ -22,6 +22,7 @@ export function overloadSection(overload, when) {
     naive: 'connect-timeout, handler checks `req.timedout`',
     tether: '`tether({ timeout })`, work listens to the signal',
     'tether + pool': 'the same plus `createPool({ concurrency: 1 })` around the work',
+    'tether + handler pool': '`tether({ timeout })`, the handler behind `createPool({ concurrency: 4 })`',
   }
   const overloadTable = overloadVariants.map(
     (variant) =>

@@ -85,6 +85,28 @@ const variants = {
     })
     return app
   },
+  // The request path itself behind a pool: the rest of the chain (the handler, unchanged from the
+  // tether variant) is the pool's task, which ends when the response closes. Not tuned to this
+  // workload: four at a time, where one would suit CPU-bound work best.
+  'tether + handler pool'() {
+    const app = express()
+    app.use(tether({ timeout: BUDGET_MS, logger: false }))
+    const handlers = createPool({ concurrency: 4 })
+    app.use((_req, res, next) => {
+      const rest = () =>
+        new Promise((resolve) => {
+          res.once('close', resolve)
+          next()
+        })
+      // Shed (PoolOverloadedError: 503 with Retry-After), or dropped once the request has ended.
+      handlers.run(rest).catch(next)
+    })
+    app.get('/', async (req, res) => {
+      await work(req.scope.signal)
+      res.json(ok)
+    })
+    return app
+  },
 }
 
 const ports = {}

@@ -24,7 +24,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '3' },
     factors: { type: 'string', default: '2,4' },
-    variants: { type: 'string', default: 'naive,tether,tether + pool' },
+    variants: { type: 'string', default: 'naive,tether,tether + pool,tether + handler pool' },
     json: { type: 'boolean' },
   },
 })
