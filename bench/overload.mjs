@@ -12,7 +12,7 @@
 // order from round to round; the figure is the median over rounds. Between windows the driver waits until the server has no handler running,
 // so that work a variant leaves behind is not billed to the next one.
 //
-//   node bench/overload.mjs [--rounds 3] [--seconds 3] [--factors 2,4] [--json]
+//   node bench/overload.mjs [--rounds 5] [--seconds 2] [--factors 2,4] [--variants a,b] [--json]
 import { execFileSync } from 'node:child_process'
 import http from 'node:http'
 import { fileURLToPath } from 'node:url'
@@ -21,8 +21,8 @@ import { median, pinned, startServer } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
-    rounds: { type: 'string', default: '3' },
-    seconds: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '5' },
+    seconds: { type: 'string', default: '2' },
     factors: { type: 'string', default: '2,4' },
     variants: { type: 'string', default: 'naive,tether,tether + pool,tether + handler pool' },
     json: { type: 'boolean' },
@@ -85,8 +85,12 @@ function call(agent, port) {
   })
 }
 
-/** Closed loop, `connections` at a time, for `ms`: the requests per second the server sustains. */
-async function capacity(port, ms, connections = 4) {
+/**
+ * Closed loop, `connections` at a time, for `ms`: the requests per second the server sustains.
+ * Enough connections that the server never waits on the client between requests (with a few, a
+ * descheduled client leaves the server idle and the capacity reads low).
+ */
+async function capacity(port, ms, connections = 16) {
   const agent = newAgent()
   const until = performance.now() + ms
   let completed = 0

@@ -62,7 +62,7 @@ if (values['report-only']) {
   soak = values['skip-soak'] ? [] : runJson('soak.mjs', ['--requests', quick ? '100000' : '1000000'])
   overload = values['skip-overload']
     ? undefined
-    : runJson('overload.mjs', ['--rounds', quick ? '1' : '3', '--seconds', quick ? '2' : '3'])
+    : runJson('overload.mjs', ['--rounds', quick ? '1' : '5', '--seconds', '2'])
   command = `pnpm bench${values.node === '24' ? '' : ` -- --node ${values.node}`}${quick ? ' --quick' : ''}`
   mkdirSync(`${root}bench/results`, { recursive: true })
   writeFileSync(resultsFile, JSON.stringify({ micro, http: httpResults, soak, overload, command, when, cpu }, null, 2))
