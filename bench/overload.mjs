@@ -4,13 +4,13 @@
 // Scenario (what a user would build): one Express server pinned to one core; each request does
 // 5 ms of CPU work in 0.5 ms async slices; the caller's budget is 200 ms (sent in
 // `x-request-timeout-ms`, and the server's own `timeout`); an open-loop client on the other core
-// offers k × the capacity measured in the same round, and gives up at 250 ms. Goodput = answers
-// 200 received within 200 ms, per second, as a share of that capacity.
+// offers k × the capacity measured just before, and gives up at 250 ms. Goodput = answers 200
+// received within 200 ms, per second, as a share of that capacity.
 //
 // Every window is preceded by a capacity probe (closed loop on the same work without timeouts, in
 // the same server process); each round loads each variant at each factor in turn, rotating the
-// order from round to round; the figure is the median over rounds. Between windows the driver waits until the server has no handler running,
-// so that work a variant leaves behind is not billed to the next one.
+// order from round to round; the figure is the median over rounds. Before each window the driver
+// waits until the server is idle, so that work a variant leaves behind is not billed to the next.
 //
 //   node bench/overload.mjs [--rounds 5] [--seconds 2] [--factors 2,4] [--variants a,b] [--json]
 import { execFileSync } from 'node:child_process'
