@@ -6,6 +6,7 @@
 //   pnpm bench -- --node 20         the machine's own Node instead
 //   pnpm bench -- --quick           fewer rounds and a 100,000-request soak, for a first look
 //   pnpm bench -- --skip-soak
+//   pnpm bench -- --skip-overload   leave out the goodput-under-overload benchmark
 //   pnpm bench -- --report-only     rewrite BENCHMARKS.md from bench/results/latest.json
 import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -13,6 +14,7 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { barChart } from './chart.mjs'
+import { overloadSection } from './overload-report.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({
@@ -20,6 +22,7 @@ const { values } = parseArgs({
     node: { type: 'string', default: '24' },
     quick: { type: 'boolean' },
     'skip-soak': { type: 'boolean' },
+    'skip-overload': { type: 'boolean' },
     'report-only': { type: 'boolean' },
   },
 })
@@ -48,19 +51,35 @@ let micro
 let httpResults
 let soak
 let outbound
+let overload
 let command
 let when = new Date().toISOString().slice(0, 10)
 let cpu = `${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.cpus().length} cores, shared)`
 if (values['report-only']) {
-  ;({ micro, http: httpResults, soak, outbound, command, when, cpu } = JSON.parse(readFileSync(resultsFile, 'utf8')))
+  ;({
+    micro,
+    http: httpResults,
+    soak,
+    outbound,
+    overload,
+    command,
+    when,
+    cpu,
+  } = JSON.parse(readFileSync(resultsFile, 'utf8')))
 } else {
   micro = runJson('micro.mjs', ['--rounds', quick ? '7' : '21'])
   httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
   outbound = runJson('outbound.mjs', ['--rounds', quick ? '4' : '10', '--seconds', quick ? '1' : '2'])
   soak = values['skip-soak'] ? [] : runJson('soak.mjs', ['--requests', quick ? '100000' : '1000000'])
+  overload = values['skip-overload']
+    ? undefined
+    : runJson('overload.mjs', ['--rounds', quick ? '1' : '5', '--seconds', '2'])
   command = `pnpm bench${values.node === '24' ? '' : ` -- --node ${values.node}`}${quick ? ' --quick' : ''}`
   mkdirSync(`${root}bench/results`, { recursive: true })
-  writeFileSync(resultsFile, JSON.stringify({ micro, http: httpResults, soak, outbound, command, when, cpu }, null, 2))
+  writeFileSync(
+    resultsFile,
+    JSON.stringify({ micro, http: httpResults, soak, outbound, overload, command, when, cpu }, null, 2),
+  )
 }
 
 command ??= 'pnpm bench'
@@ -128,7 +147,7 @@ contenders of each pair live in one fresh server process pinned to one core (${h
 request (\`process.cpuUsage()\` over each ${httpResults.seconds} s window, ${httpResults.rounds} rounds), with throughput alongside. Every tether contender has a
 ${10_000 / 1000} s deadline armed on every request. The calibration row compares two identical bare servers.
 
-## HTTP overhead: server CPU per request
+${overload === undefined ? '' : overloadSection(overload, when)}## HTTP overhead: server CPU per request
 
 Ratio = baseline CPU per request ÷ candidate CPU per request: **≥ 1 means the candidate costs no
 more than the baseline**.

@@ -342,8 +342,9 @@ describe('shutdown under load', () => {
       expect(answered.length).toBeGreaterThanOrEqual(50)
       for (const r of answered) expect([200, 503]).toContain(r.status)
       expect(results.filter((r) => r.status === -1)).toEqual([])
-      // 32 clients, half of them on routes that take at least the deadline: some were in flight.
-      expect(report.finished + report.aborted).toBeGreaterThan(0)
+      // What the report says must add up with what the clients saw: every request it counts as
+      // finished or aborted was answered (a 200 or a 503).
+      expect(report.finished + report.aborted).toBeLessThanOrEqual(answered.length)
       await eventually(() => inspect().inflight.length === 0, 3_000, 'nothing in flight')
       expect(crashes).toEqual([])
     },

@@ -459,7 +459,12 @@ const targets: Target[] = [
   {
     name: 'createPool()',
     base: { concurrency: 1 },
-    rules: { concurrency: count(1, true), maxQueue: optional(count(0, true)), retryAfter: optional(count(0, false)) },
+    rules: {
+      concurrency: count(1, true),
+      maxQueue: optional(count(0, true)),
+      retryAfter: optional(count(0, false)),
+      deadlineAware: boolean,
+    },
     call: (options) => createPool(options as never),
   },
   {

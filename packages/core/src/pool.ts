@@ -14,7 +14,7 @@ import {
   scopeForSignal,
   untrack,
 } from './scope.js'
-import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
+import { checkBoolean, checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
 
 /** Options of {@link createPool}. */
 export interface PoolOptions {
@@ -31,9 +31,28 @@ export interface PoolOptions {
    * @default 1
    */
   readonly retryAfter?: number
+  /**
+   * Overload policy for callers whose scope has a deadline (a request's, under `tether()`), so that
+   * a pool under overload spends its slots on work that can still finish in time, with nothing to
+   * tune:
+   *
+   * - a caller that would have to queue is shed at once with `PoolOverloadedError` when the work
+   *   ahead of it, at the pool's observed service time, cannot finish before its deadline;
+   * - a queued caller whose remaining budget no longer covers one service time when its turn
+   *   comes is shed instead of started;
+   * - while the queue is standing (its oldest caller has waited longer than two service times per
+   *   slot), the newest caller is started first if it has a deadline (adaptive LIFO), and the
+   *   oldest are shed as soon as the work queued after them leaves them no time.
+   *
+   * Callers without a deadline are never shed by it nor moved ahead: among them the order stays
+   * FIFO. `false` gives plain FIFO for everyone, for tasks whose durations vary so widely that a
+   * recent average predicts nothing.
+   * @default true
+   */
+  readonly deadlineAware?: boolean
 }
 
-const POOL_OPTIONS = ['concurrency', 'maxQueue', 'retryAfter']
+const POOL_OPTIONS = ['concurrency', 'maxQueue', 'retryAfter', 'deadlineAware']
 
 /** Options of {@link Pool.run}. */
 export interface PoolRunOptions {
@@ -47,15 +66,19 @@ export interface PoolRunOptions {
 
 const RUN_OPTIONS = ['signal']
 
-/** A bounded worker pool: at most `concurrency` tasks at once, the rest queued FIFO. */
+/**
+ * A bounded worker pool: at most `concurrency` tasks at once, the rest queued FIFO (under a standing
+ * queue, callers with a deadline newest first: see {@link PoolOptions.deadlineAware}).
+ */
 export interface Pool {
   /**
    * Runs `task` when a slot is free, in the async context of the caller (AsyncLocalStorage
    * values seen by the caller are seen by the task).
    *
    * @returns the task's result
-   * @throws (rejects) `PoolOverloadedError` when the queue is full; the caller's abort reason
-   *   when its signal aborts while the task is queued
+   * @throws (rejects) `PoolOverloadedError` when the queue is full, or (with `deadlineAware`)
+   *   when the caller's deadline cannot cover the work ahead of it or no longer covers its own run
+   *   when its turn comes; the caller's abort reason when its signal aborts while the task is queued
    */
   run<T>(task: Task<T>, options?: PoolRunOptions): Promise<T>
   /** Tasks running now. */
@@ -66,7 +89,24 @@ export interface Pool {
   readonly concurrency: number
   /** The most tasks waiting for a slot. */
   readonly maxQueue: number
+  /**
+   * The observed service time, in ms: a moving average of how long tasks of callers with a
+   * deadline ran after waiting in the queue. `0` until one has been measured.
+   */
+  readonly serviceTime: number
 }
+
+// How much one measured run moves the service-time average: a quarter, so that the estimate
+// follows a change of load within a few tasks while one slow outlier (a GC pause) moves it little.
+const SERVICE_TIME_WEIGHT = 0.25
+// A queue is standing, rather than absorbing a burst, once its oldest caller has waited longer than
+// this many service times per slot (CoDel's "standing queue", with a target that scales with the
+// work instead of a constant to tune).
+const STANDING_QUEUE = 2
+const QUEUE_FULL = 'pool overloaded: queue is full'
+const CANNOT_FINISH = "pool overloaded: the work queued ahead cannot finish before the caller's deadline"
+const TOO_LATE = "pool overloaded: the caller's deadline no longer leaves time to run the task"
+const OUTRUN = "pool overloaded: newer callers go first, and the caller's deadline leaves no time for them and its task"
 
 // Handed to tasks whose caller has no signal and no scope: it never aborts.
 const neverAborted = new AbortController().signal
@@ -84,12 +124,16 @@ class Waiting<T> implements AbortSubscriber {
   next: Waiting<unknown> | undefined = undefined
   /** Starts the task; cleared once the caller has left the queue. */
   start: (() => void) | undefined = undefined
+  /** When it joined the queue (`performance.now()`), or 0 for a caller the pool does not judge. */
+  enqueuedAt = 0
 
   constructor(
     readonly pool: WorkerPool,
     readonly task: Task<T>,
     readonly signal: AbortSignal,
     readonly scope: Scope | undefined,
+    /** The caller's deadline (epoch ms), or `Infinity` when it has none or `deadlineAware` is off. */
+    readonly deadline: number,
     readonly resolve: (value: T) => void,
     readonly reject: (reason: unknown) => void,
   ) {}
@@ -116,15 +160,22 @@ class WorkerPool implements Pool {
   readonly concurrency: number
   readonly maxQueue: number
   readonly #retryAfter: number
+  readonly #deadlineAware: boolean
+  #serviceTime = 0
   #active = 0
   #queued = 0
   #head: Waiting<unknown> | undefined = undefined
   #tail: Waiting<unknown> | undefined = undefined
 
-  constructor(concurrency: number, maxQueue: number, retryAfter: number) {
+  constructor(concurrency: number, maxQueue: number, retryAfter: number, deadlineAware: boolean) {
     this.concurrency = concurrency
     this.maxQueue = maxQueue
     this.#retryAfter = retryAfter
+    this.#deadlineAware = deadlineAware
+  }
+
+  get serviceTime(): number {
+    return this.#serviceTime
   }
 
   get active(): number {
@@ -153,13 +204,31 @@ class WorkerPool implements Pool {
       this.#active++
       return this.#runNow(task, signal, scope)
     }
-    if (this.#queued >= this.maxQueue) {
-      counters.shed++
-      const retryAfter = this.#retryAfter
-      return Promise.reject(withoutStack(() => new PoolOverloadedError(retryAfter)))
+    if (this.#queued >= this.maxQueue) return Promise.reject(this.#shed(QUEUE_FULL))
+    let deadline = Number.POSITIVE_INFINITY
+    if (this.#deadlineAware && scope !== undefined) {
+      const own = scope.deadline
+      if (own !== undefined) {
+        deadline = own
+        // The caller would wait for the tasks running now and those queued ahead of it to pass
+        // through `concurrency` slots, then run its own task: if that cannot end before its
+        // deadline, starting it later only burns a slot on work that will be aborted part-way.
+        // Shedding at once also answers the caller while it can still use the answer (the SRE
+        // book's "Handling Overload": drop work whose deadline cannot be met, before doing it).
+        const service = this.#serviceTime
+        // Under a standing queue the newest caller with a deadline is served next, so nothing
+        // queued is ahead of it.
+        const ahead = this.#standing() ? 0 : this.#queued
+        if (service > 0 && own - Date.now() < ((ahead + 1) / this.concurrency + 1) * service) {
+          return Promise.reject(this.#shed(CANNOT_FINISH))
+        }
+      }
     }
     return new Promise<T>((resolve, reject) => {
-      const waiting = new Waiting(this, task, signal, scope, resolve, reject)
+      const waiting = new Waiting(this, task, signal, scope, deadline, resolve, reject)
+      // Dated once the pool judges deadlines at all (a caller with one has come, or a service time
+      // was measured): a pool whose callers have no deadline pays no clock read.
+      if (deadline !== Number.POSITIVE_INFINITY || this.#serviceTime > 0) waiting.enqueuedAt = performance.now()
       // The start continuation is attached here, in the caller's async context, so the task runs
       // in that context even though a slot is freed by some other task's completion.
       new Promise<void>((release) => {
@@ -207,6 +276,25 @@ class WorkerPool implements Pool {
     )
   }
 
+  /** Counts a shed call and makes its error (no stack: shedding is the hot path of overload). */
+  #shed(message: string): PoolOverloadedError {
+    counters.shed++
+    const retryAfter = this.#retryAfter
+    return withoutStack(() => {
+      const error = new PoolOverloadedError(retryAfter)
+      // The class's message is the full-queue one; the stack (frameless here) repeats the message.
+      error.message = message
+      error.stack = `${error.name}: ${message}`
+      return error
+    })
+  }
+
+  /** Folds one measured run time into the service-time average. */
+  #observe(ms: number): void {
+    const service = this.#serviceTime
+    this.#serviceTime = service === 0 ? ms : service + (ms - service) * SERVICE_TIME_WEIGHT
+  }
+
   /** Runs a queued task, settling the caller's promise directly (no promise adoption). */
   #runQueued<T>(waiting: Waiting<T>): void {
     const { task, signal, scope, resolve, reject } = waiting
@@ -230,12 +318,17 @@ class WorkerPool implements Pool {
       return
     }
     const tracked = scope?.[kTrack]('pool')
+    // Only tasks that queued, for callers with a deadline, are timed: they are the ones admission
+    // judges, and the uncontended path (and callers without deadlines) pays no clock reads.
+    const began = waiting.deadline === Number.POSITIVE_INFINITY ? -1 : performance.now()
     result.then(
       (value) => {
+        if (began >= 0) this.#observe(performance.now() - began)
         this.#taskEnded(tracked)
         resolve(value)
       },
       (error: unknown) => {
+        if (began >= 0) this.#observe(performance.now() - began)
         this.#taskEnded(tracked)
         reject(error)
       },
@@ -250,15 +343,72 @@ class WorkerPool implements Pool {
 
   #release(): void {
     this.#active--
+    if (this.#head !== undefined && this.#standing()) this.#shedOutrun()
     while (this.#active < this.concurrency && this.#head !== undefined) {
-      const waiting = this.#head
+      const waiting = this.#next()
       const start = waiting.start as () => void
       waiting.start = undefined
       this.#unlink(waiting)
       waiting.unsubscribe()
+      // Its turn came too late: what is left of its budget does not cover one service time.
+      // Answer it now, while it can still act on the answer, and give the slot to the next.
+      if (waiting.deadline !== Number.POSITIVE_INFINITY && waiting.deadline - Date.now() < this.#serviceTime) {
+        waiting.reject(this.#shed(TOO_LATE))
+        continue
+      }
       this.#active++
       start()
     }
+  }
+
+  /**
+   * Under a standing queue newer callers with a deadline go first, so the oldest are served last:
+   * one whose remaining budget cannot cover the work queued after it plus its own run is answered
+   * now rather than at its deadline (a standing queue must not eat every budget it holds).
+   */
+  #shedOutrun(): void {
+    const service = this.#serviceTime
+    const now = Date.now()
+    let head = this.#head
+    while (
+      head !== undefined &&
+      head.deadline !== Number.POSITIVE_INFINITY &&
+      head.deadline - now < ((this.#queued - 1) / this.concurrency + 1) * service
+    ) {
+      const next = head.next
+      head.start = undefined
+      this.#unlink(head)
+      head.unsubscribe()
+      head.reject(this.#shed(OUTRUN))
+      head = next
+    }
+  }
+
+  /**
+   * Whether the queue is standing: its oldest caller has waited longer than a few service times per
+   * slot. Then the queue is not absorbing a burst but holding more than the pool can serve, and
+   * serving it oldest-first hands every slot to the caller closest to its deadline.
+   */
+  #standing(): boolean {
+    const head = this.#head
+    return (
+      head !== undefined &&
+      head.enqueuedAt > 0 &&
+      this.#serviceTime > 0 &&
+      performance.now() - head.enqueuedAt > (STANDING_QUEUE * this.#serviceTime) / this.concurrency
+    )
+  }
+
+  /**
+   * The caller to start next: the oldest (FIFO), except under a standing queue, where the newest
+   * is started first if it has a deadline (Facebook's adaptive LIFO): it has the most budget left,
+   * so its answer is the likeliest to arrive in time, while the oldest were going to miss theirs
+   * anyway. Callers without a deadline are never moved ahead, so among them the order stays FIFO.
+   */
+  #next(): Waiting<unknown> {
+    const tail = this.#tail as Waiting<unknown>
+    if (tail.deadline !== Number.POSITIVE_INFINITY && this.#standing()) return tail
+    return this.#head as Waiting<unknown>
   }
 
   #enqueue(waiting: Waiting<unknown>): void {
@@ -289,7 +439,12 @@ class WorkerPool implements Pool {
  * a full queue sheds new tasks with `PoolOverloadedError` (HTTP 503 with `Retry-After` in both
  * adapters). Tasks run in the async context of their caller and receive its signal.
  *
- * @param options - `concurrency` (required), `maxQueue`, `retryAfter`
+ * Under overload it spends its slots on work that can still finish in time, for callers whose
+ * scope has a deadline (every request's, under `tether()`): it sheds at once a caller whose deadline
+ * cannot cover the work ahead at the observed service time, never starts one whose turn came too
+ * late, and serves the newest first while a queue stands. Callers without a deadline keep FIFO.
+ *
+ * @param options - `concurrency` (required), `maxQueue`, `retryAfter`, `deadlineAware`
  * @throws TypeError/RangeError naming the option, for a missing or invalid `concurrency` or
  *   other invalid options
  *
@@ -310,5 +465,7 @@ export function createPool(options: PoolOptions): Pool {
     options.retryAfter === undefined
       ? 1
       : checkCount('retryAfter', options.retryAfter, { min: 0, allowInfinity: false })
-  return new WorkerPool(concurrency, maxQueue, retryAfter)
+  const deadlineAware =
+    options.deadlineAware === undefined ? true : checkBoolean('deadlineAware', options.deadlineAware)
+  return new WorkerPool(concurrency, maxQueue, retryAfter, deadlineAware)
 }

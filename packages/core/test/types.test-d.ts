@@ -36,6 +36,10 @@ describe('public types', () => {
     expectTypeOf(pool.run((signal) => signal)).resolves.toEqualTypeOf<AbortSignal>()
     expectTypeOf(pool.run(async () => ({ id: 1 }))).resolves.toEqualTypeOf<{ id: number }>()
     expectTypeOf(pool.active).toEqualTypeOf<number>()
+    expectTypeOf(pool.serviceTime).toEqualTypeOf<number>()
+    createPool({ concurrency: 1, deadlineAware: false })
+    // @ts-expect-error deadlineAware is a boolean
+    createPool({ concurrency: 1, deadlineAware: 'off' })
     // @ts-expect-error concurrency is required
     createPool({})
   })
