@@ -49,6 +49,12 @@ const COUNTERS: ReadonlyArray<readonly [string, string, keyof Counters]> = [
     'In-flight requests aborted because the shutdown grace period ran out.',
     'abortedByShutdown',
   ],
+  [
+    'write_timeouts_total',
+    'Connections cut because a finished response was not delivered within writeTimeout.',
+    'writeTimeouts',
+  ],
+  ['slow_readers_total', 'Connections cut because their client read slower than minResponseRate.', 'slowReaders'],
 ]
 
 type PromClient = typeof import('prom-client')
