@@ -47,6 +47,8 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
       expect(response.status).toBe(503)
       expect(JSON.parse(response.body).code).toBe('TETHER_SHUTDOWN')
       expect(response.headers.connection).toBe('close')
+      // Unlike a deadline's 503, this one means "try again, or elsewhere".
+      expect(response.headers['retry-after']).toBe('1')
     }
     expect(server.events.filter((event) => event === 'hang: server is shutting down')).toHaveLength(2)
     expect(report).toMatchObject({ finished: 3, aborted: 2 })
