@@ -80,8 +80,8 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     await stuck
   })
 
-  it('closes idle keep-alive connections at once, answers 503 with Connection: close on open ones, and treats a connection not yet read as in flight', async () => {
-    server = await framework.start({ grace: GRACE })
+  it('without a drain, closes idle keep-alive connections at once, answers 503 with Connection: close on open ones, and treats a connection not yet read as in flight', async () => {
+    server = await framework.start({ grace: GRACE, drain: 0 })
     const url = server.url
     // An idle keep-alive connection: one request answered, nothing more.
     const idle = await connect(url)
@@ -110,6 +110,38 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     const report = await done
     expect(report.idleClosed).toBeGreaterThanOrEqual(1)
     expect(report.refused).toBe(1)
+  })
+
+  it('during the drain, serves a request arriving on an idle keep-alive connection with Connection: close, then closes the connections left idle', async () => {
+    const DRAIN = 300
+    // Fastify answers 503 itself while closing unless told to route requests as usual.
+    server = await framework.start({ grace: 5_000, drain: DRAIN, return503OnClosing: false })
+    const url = server.url
+    // Two idle keep-alive connections, as a proxy's pool holds them.
+    const used = await connect(url)
+    const usedAnswers = readUntilClosed(used)
+    const untouched = await connect(url)
+    const untouchedClosed = readUntilClosed(untouched)
+    for (const socket of [used, untouched]) socket.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    await eventually(() => used.bytesRead > 0 && untouched.bytesRead > 0, 2_000, 'both connections answered')
+
+    const started = Date.now()
+    const done = server.shutdown()
+    await sleep(50)
+    // The proxy sends its next request on a pooled connection: served, not refused or reset.
+    used.write('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}')
+    const answered = (await usedAnswers).data
+    const second = answered.slice(answered.indexOf('HTTP/1.1', 1))
+    expect(second).toMatch(/^HTTP\/1.1 200/)
+    expect(second.toLowerCase()).toContain('connection: close')
+    expect(second).toContain('"body":{"a":1}')
+    // The connection nobody used is closed when the drain ends, not at once.
+    const { closedAt } = await untouchedClosed
+    expect(closedAt - started).toBeGreaterThanOrEqual(DRAIN - 10)
+    const report = await done
+    expect(report).toMatchObject({ drained: 1, refused: 0, idleClosed: 1 })
+    // It returned at the end of the drain, long before the grace period.
+    expect(Date.now() - started).toBeLessThan(DRAIN + 2_000)
   })
 
   it('returns the same shutdown to every caller', async () => {

@@ -52,6 +52,14 @@ export interface TetherFastifyOptions extends TetherOptions {
    * @default 10000
    */
   readonly grace?: number
+  /**
+   * Milliseconds `app.close()` keeps serving requests that arrive on connections already open,
+   * each with `Connection: close`, before it closes idle connections (see the core's
+   * `shutdown()`). Fastify's own answer while closing (503 unless `return503OnClosing: false`)
+   * still applies to them.
+   * @default 1000
+   */
+  readonly drain?: number
 }
 
 // Fastify never reads a body for these, so their handler runs in the onRequest hook's context.
@@ -112,7 +120,7 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     seal: sealReply,
   }
   const binding = createTether(options, adapter)
-  const shutdownOptions = resolveShutdown({ grace: options.grace })
+  const shutdownOptions = resolveShutdown({ grace: options.grace, drain: options.drain })
   const harden: unknown = options.harden
   if (harden !== undefined && typeof harden !== 'boolean' && (typeof harden !== 'object' || harden === null)) {
     throw new TypeError(`\`harden\` must be true, false or hardenServer() options, received ${String(harden)}`)
