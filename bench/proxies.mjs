@@ -11,6 +11,7 @@
 //    not get its 200; "runs" = how many times the upstreams started the slow requests.
 //
 //   node bench/proxies.mjs [--rounds N] [--only restarts|deadlines] [--json]
+//   (KEEP_PROXY_DIR=1 keeps each temporary directory, with the proxy's config and error log)
 //
 // Everything is bounded: each load phase has a fixed duration, every request a 10 s timeout,
 // every process is stopped by its PID, and the configs live in a temporary directory.
