@@ -1,7 +1,9 @@
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { inspect } from '@tether/core'
+import { inspect, isShutdown } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
+import { tether as tetherFastify } from '@tether/fastify'
+import Fastify from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, eventually, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
@@ -149,5 +151,27 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     const first = server.shutdown()
     const second = server.shutdown()
     expect(await first).toEqual(await second)
+  })
+})
+
+describe('fastify: its own close options', () => {
+  it('with forceCloseConnections: true, app.close() does not wait a grace period, and in-flight work is told to stop', async () => {
+    const app = Fastify({ forceCloseConnections: true })
+    await app.register(tetherFastify, { logger: false })
+    const reasons: unknown[] = []
+    app.get('/hang', (request) => {
+      request.scope.signal.addEventListener('abort', () => reasons.push(request.scope.signal.reason), { once: true })
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as import('node:net').AddressInfo).port}`
+    const stuck = send(`${url}/hang`).catch((error: Error) => error)
+    await eventually(() => inspect().inflight.length >= 1, 2_000, 'a request in flight')
+    const started = Date.now()
+    await app.close()
+    // Without the option the default grace (10 s) would hold close() that long.
+    expect(Date.now() - started).toBeLessThan(3_000)
+    await stuck
+    expect(reasons).toHaveLength(1)
+    expect(isShutdown(reasons[0])).toBe(true)
   })
 })

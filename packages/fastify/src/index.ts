@@ -49,7 +49,7 @@ export interface TetherFastifyOptions extends TetherOptions {
   /**
    * Milliseconds `app.close()` gives in-flight requests to finish before their scopes are aborted
    * and they are answered 503 (see the core's `shutdown()`).
-   * @default 10000
+   * @default 10000 (0 with Fastify's `forceCloseConnections: true`)
    */
   readonly grace?: number
   /**
@@ -57,7 +57,7 @@ export interface TetherFastifyOptions extends TetherOptions {
    * each with `Connection: close`, before it closes idle connections (see the core's
    * `shutdown()`). Fastify's own answer while closing (503 unless `return503OnClosing: false`)
    * still applies to them.
-   * @default 1000
+   * @default 1000 (0 with Fastify's `forceCloseConnections: true`)
    */
   readonly drain?: number
 }
@@ -120,7 +120,13 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     seal: sealReply,
   }
   const binding = createTether(options, adapter)
-  const shutdownOptions = resolveShutdown({ grace: options.grace, drain: options.drain })
+  // Fastify's own `forceCloseConnections: true` asks for every connection to go at close: no
+  // grace and no drain, unless they are given.
+  const forceClose = (app.initialConfig as { forceCloseConnections?: unknown }).forceCloseConnections === true
+  const shutdownOptions = resolveShutdown({
+    grace: options.grace ?? (forceClose ? 0 : undefined),
+    drain: options.drain ?? (forceClose ? 0 : undefined),
+  })
   const harden: unknown = options.harden
   if (harden !== undefined && typeof harden !== 'boolean' && (typeof harden !== 'object' || harden === null)) {
     throw new TypeError(`\`harden\` must be true, false or hardenServer() options, received ${String(harden)}`)
