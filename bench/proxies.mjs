@@ -390,7 +390,7 @@ ${deadlineRows.join('\n')}
 `
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const { values } = parseArgs({
     options: { rounds: { type: 'string', default: '1' }, only: { type: 'string' }, json: { type: 'boolean' } },
   })
