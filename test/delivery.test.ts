@@ -160,6 +160,30 @@ describe('hardenServer(): the write side', () => {
     expect(answered.body).toBe('data: hello\n\ndata: bye\n\n')
   })
 
+  it('leaves an upgraded connection (a WebSocket) alone, however slowly its client reads', async () => {
+    const server = hardenServer(http.createServer(), FAST)
+    let upgraded: net.Socket | undefined
+    server.on('upgrade', (_req, socket: net.Socket) => {
+      upgraded = socket
+      socket.on('error', () => undefined) // the client's reset when the test ends
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n')
+      socket.write(BODY)
+    })
+    const url = await listen(server)
+    const before = inspect().counters.slowReaders
+    const client = await connect(url)
+    cleanups.push(() => {
+      client.destroy()
+    })
+    client.pause() // and never read
+    client.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n')
+    await eventually(() => upgraded !== undefined && upgraded.writableLength > 0, 2_000, 'the upgrade')
+    // Several times the 500 ms grace: an HTTP response would have been cut by now.
+    await sleep(1_500)
+    expect(upgraded?.destroyed).toBe(false)
+    expect(inspect().counters.slowReaders).toBe(before)
+  })
+
   it('applies defaults that bound delivery and outlast balancers’ idle timeouts', () => {
     const server = hardenServer(http.createServer())
     expect(server.keepAliveTimeout).toBe(65_000)

@@ -102,7 +102,7 @@ export function resolveDelivery(options?: DeliveryOptions): DeliverySettings {
 /** What is known about a connection that has bytes waiting for its client. */
 interface Watch {
   /** The response being delivered when the watch began: a new one starts a new watch. */
-  res: ServerResponse | null | undefined
+  res: ServerResponse
   /** When the wait began, and how much the kernel had taken then. */
   since: number
   deliveredBefore: number
@@ -148,15 +148,20 @@ function inspectSocket(socket: WatchedSocket, settings: DeliverySettings, now: n
     if (socket[kWatch] !== undefined) socket[kWatch] = undefined
     return
   }
-  const delivered = accepted(socket)
   const res = socket._httpMessage
-  const watch = socket[kWatch]
-  if (watch === undefined || watch.res !== res) {
-    const ended = res != null && handlerEnded(res)
-    socket[kWatch] = { res, since: now, deliveredBefore: delivered, endedAt: ended ? now : 0 }
+  // Bytes waiting with no response attached: the connection was upgraded (a WebSocket), which
+  // is not HTTP's to bound. (A response stays attached until the kernel has taken all of it.)
+  if (res == null) {
+    if (socket[kWatch] !== undefined) socket[kWatch] = undefined
     return
   }
-  if (watch.endedAt === 0 && res != null && handlerEnded(res)) watch.endedAt = now
+  const delivered = accepted(socket)
+  const watch = socket[kWatch]
+  if (watch === undefined || watch.res !== res) {
+    socket[kWatch] = { res, since: now, deliveredBefore: delivered, endedAt: handlerEnded(res) ? now : 0 }
+    return
+  }
+  if (watch.endedAt === 0 && handlerEnded(res)) watch.endedAt = now
   const { writeTimeout, minResponseRate, minRateGrace } = settings
   if (writeTimeout > 0 && watch.endedAt > 0 && now - watch.endedAt >= writeTimeout) {
     counters.writeTimeouts++
