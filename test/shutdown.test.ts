@@ -155,6 +155,26 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
 })
 
 describe('fastify: its own close options', () => {
+  it('by default, a kept-alive follow-up during close gets Fastify’s own 503 with Connection: close, not a reset', async () => {
+    const app = Fastify()
+    await app.register(tetherFastify, { logger: false, drain: 300 })
+    app.get('/fast', async () => ({ ok: true }))
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as import('node:net').AddressInfo).port}`
+    const socket = await connect(url)
+    const answers = readUntilClosed(socket)
+    socket.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    await eventually(() => socket.bytesRead > 0, 2_000, 'the first answer')
+    const closing = app.close()
+    await sleep(50)
+    socket.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    const { data } = await answers
+    const second = data.slice(data.indexOf('HTTP/1.1', 1))
+    expect(second).toMatch(/^HTTP\/1.1 503/)
+    expect(second.toLowerCase()).toContain('connection: close')
+    await closing
+  })
+
   it('with forceCloseConnections: true, app.close() does not wait a grace period, and in-flight work is told to stop', async () => {
     const app = Fastify({ forceCloseConnections: true })
     await app.register(tetherFastify, { logger: false })
