@@ -187,15 +187,22 @@ describe('hardenServer(): the write side', () => {
   it('applies defaults that bound delivery and outlast balancers’ idle timeouts', () => {
     const server = hardenServer(http.createServer())
     expect(server.keepAliveTimeout).toBe(65_000)
-    expect(resolveHardening()).toMatchObject({ writeTimeout: 30_000, minResponseRate: 240, minRateGrace: 5_000 })
+    expect(resolveHardening()).toMatchObject({
+      writeTimeout: 30_000,
+      minResponseRate: 240,
+      minRateGrace: 5_000,
+      maxIdleConnections: 10_000,
+    })
   })
 
-  it('validates the write-side options', () => {
+  it('validates the write-side and idle-bound options', () => {
     expect(() => hardenServer(http.createServer(), { writeTimeout: -1 })).toThrow(/`writeTimeout`.*-1/)
     expect(() => hardenServer(http.createServer(), { minResponseRate: '240' as never })).toThrow(TypeError)
     expect(() => hardenServer(http.createServer(), { minResponseRate: Number.NaN })).toThrow(/`minResponseRate`/)
     expect(() => hardenServer(http.createServer(), { minRateGrace: 0 })).toThrow(/`minRateGrace` must be > 0/)
     expect(hardenServer(http.createServer(), { minRateGrace: 0, minResponseRate: 0 })).toBeInstanceOf(http.Server)
+    expect(() => hardenServer(http.createServer(), { maxIdleConnections: 1.5 })).toThrow(/`maxIdleConnections`.*1\.5/)
+    expect(() => hardenServer(http.createServer(), { maxIdleConnections: '10' as never })).toThrow(TypeError)
   })
 })
 

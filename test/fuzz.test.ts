@@ -405,6 +405,7 @@ const hardenTimeouts: Record<string, Rule> = {
   writeTimeout: duration(),
   minResponseRate: duration(),
   minRateGrace: duration(),
+  maxIdleConnections: optional(count(0, true)),
 }
 const harden: Rule = optional((value) => {
   if (value === true || value === false) return valid

@@ -1,9 +1,9 @@
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { hardenServer } from '@tether/core'
+import { hardenServer, inspect } from '@tether/core'
 import { afterEach, describe, expect, it } from 'vitest'
-import { connect, send } from './support/http.js'
+import { connect, eventually, send } from './support/http.js'
 
 // Keep-alive as a balancer sees it, with Node's own clients on 127.0.0.1. A balancer pools
 // connections and reuses one after it has been idle for up to its own idle timeout (60 s for
@@ -55,4 +55,46 @@ describe('hardenServer(): keep-alive behind a balancer', () => {
     expect(received.match(/HTTP\/1.1 200/g)).toHaveLength(2)
     socket.destroy()
   }, 15_000)
+
+  it('closes the longest-idle connections past maxIdleConnections, never one with a request in progress', async () => {
+    const url = await listen(
+      hardenServer(
+        http.createServer((req, res) => {
+          if (req.url === '/slow') setTimeout(() => res.end('slow'), 1_000)
+          else res.end('ok')
+        }),
+        { maxIdleConnections: 2, checkInterval: 100 },
+      ),
+    )
+    const before = inspect().counters.idleEvicted
+    const open = async () => {
+      const socket = await connect(url)
+      const state = { closed: false, answered: '' }
+      socket.on('close', () => {
+        state.closed = true
+      })
+      socket.on('data', (chunk) => {
+        state.answered += chunk
+      })
+      socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+      await eventually(() => state.answered.includes('ok'), 2_000, 'an answer')
+      return { socket, state }
+    }
+    // A busy connection, then three idle ones, then, after they have been seen idle, two more.
+    const busy = await connect(url)
+    let busyAnswer = ''
+    busy.on('data', (chunk) => {
+      busyAnswer += chunk
+    })
+    busy.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
+    const older = [await open(), await open(), await open()]
+    await sleep(300)
+    const newer = [await open(), await open()]
+    await eventually(() => older.every(({ state }) => state.closed), 3_000, 'the oldest idle connections to close')
+    expect(newer.map(({ state }) => state.closed)).toEqual([false, false])
+    expect(inspect().counters.idleEvicted - before).toBe(3)
+    await eventually(() => busyAnswer.includes('slow'), 3_000, 'the busy connection to be answered')
+    for (const { socket } of newer) socket.destroy()
+    busy.destroy()
+  })
 })

@@ -1,6 +1,7 @@
 import type { Server } from 'node:http'
 import { trackServer } from './connections.js'
 import { type DeliveryOptions, type DeliverySettings, resolveDelivery, watchDelivery } from './delivery.js'
+import { resolveMaxIdle, watchIdle } from './idle.js'
 import { checkDuration, checkOptionsObject, checkTimeout, optional, received } from './validate.js'
 
 /**
@@ -33,6 +34,16 @@ export interface HardenOptions extends DeliveryOptions {
    */
   readonly keepAliveTimeout?: number
   /**
+   * How many idle keep-alive connections the server may hold; past it, the connections idle
+   * longest are closed (counted as `idleEvicted`). With a keep-alive timeout that outlasts the
+   * balancers in front, this is what bounds idle connections opened by direct clients. Behind a
+   * balancer, keep it above the balancer's own pool (nginx's `keepalive`, ALB's connections per
+   * target): closing a connection the balancer still pools races its next request. An integer
+   * ≥ 0, or `Infinity` for no bound.
+   * @default 10000
+   */
+  readonly maxIdleConnections?: number
+  /**
    * How often Node checks the header and request timeouts (`connectionsCheckingInterval`). Node
    * checks every 30 s by default, so a slow client can hold a socket 30 s past its timeout.
    * @default 1000
@@ -42,6 +53,7 @@ export interface HardenOptions extends DeliveryOptions {
 
 /** The timeouts {@link hardenServer} applies, in milliseconds (`minResponseRate` in bytes/s). */
 export interface HardenedTimeouts extends DeliverySettings {
+  readonly maxIdleConnections: number
   readonly headersTimeout: number
   readonly requestTimeout: number
   readonly keepAliveTimeout: number
@@ -64,7 +76,15 @@ export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
       `\`headersTimeout\` (${received(headersTimeout)}) must not be longer than \`requestTimeout\` (${received(requestTimeout)}): the headers are part of the request`,
     )
   }
-  return { headersTimeout, requestTimeout, keepAliveTimeout, checkInterval, ...resolveDelivery(options) }
+  const maxIdleConnections = resolveMaxIdle(options?.maxIdleConnections)
+  return {
+    headersTimeout,
+    requestTimeout,
+    keepAliveTimeout,
+    checkInterval,
+    maxIdleConnections,
+    ...resolveDelivery(options),
+  }
 }
 
 type CheckingServer = Server & { connectionsCheckingInterval?: number }
@@ -106,5 +126,6 @@ export function hardenServer<S extends Server>(server: S, options?: HardenOption
   setCheckInterval(server, timeouts.checkInterval)
   trackServer(server)
   watchDelivery(server, timeouts, timeouts.checkInterval)
+  watchIdle(server, timeouts.maxIdleConnections, timeouts.checkInterval)
   return server
 }

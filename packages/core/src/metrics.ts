@@ -55,6 +55,11 @@ const COUNTERS: ReadonlyArray<readonly [string, string, keyof Counters]> = [
     'writeTimeouts',
   ],
   ['slow_readers_total', 'Connections cut because their client read slower than minResponseRate.', 'slowReaders'],
+  [
+    'idle_evicted_total',
+    'Idle keep-alive connections closed because the server held more than maxIdleConnections.',
+    'idleEvicted',
+  ],
 ]
 
 type PromClient = typeof import('prom-client')

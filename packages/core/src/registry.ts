@@ -33,6 +33,8 @@ export interface Counters {
   writeTimeouts: number
   /** Connections cut because their client read the response slower than `minResponseRate`. */
   slowReaders: number
+  /** Idle keep-alive connections closed because the server held more than `maxIdleConnections`. */
+  idleEvicted: number
 }
 
 /** Where a leak report goes: anything with a pino- or console-style `warn`. */
@@ -154,6 +156,7 @@ if (globals[kState] === undefined) {
       abortedByShutdown: 0,
       writeTimeouts: 0,
       slowReaders: 0,
+      idleEvicted: 0,
     },
     inflightHead: undefined,
     lingering: new Set(),
