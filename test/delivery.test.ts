@@ -1,4 +1,5 @@
 import http from 'node:http'
+import https from 'node:https'
 import type net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -10,6 +11,7 @@ import express from 'express'
 import Fastify from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, eventually, send } from './support/http.js'
+import { cert, key } from './support/tls.js'
 
 // Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
 afterEach(() => assertNoLingering())
@@ -182,6 +184,45 @@ describe('hardenServer(): the write side', () => {
     await sleep(1_500)
     expect(upgraded?.destroyed).toBe(false)
     expect(inspect().counters.slowReaders).toBe(before)
+  })
+
+  it('over TLS, where the rate cannot be seen, bounds a slow reader by writeTimeout alone, without a crash', async () => {
+    const server = hardenServer(
+      https.createServer({ key, cert }, (_req, res) => res.end(BODY)),
+      { ...FAST, writeTimeout: 1_500 },
+    )
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.push(async () => {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    })
+    const before = inspect().counters
+    const accepted = new Promise<net.Socket>((resolve) => server.once('secureConnection', resolve))
+    const started = Date.now()
+    const request = https.get({
+      host: '127.0.0.1',
+      port: (server.address() as AddressInfo).port,
+      rejectUnauthorized: false,
+      agent: false,
+    })
+    request.on('error', () => undefined)
+    request.on('response', (res) => {
+      res.on('error', () => undefined)
+      res.pause() // and never read
+    })
+    cleanups.push(() => {
+      request.destroy()
+    })
+    const socket = await accepted
+    await new Promise((resolve) => socket.once('close', resolve))
+    const openFor = Date.now() - started
+    // Past the 500 ms grace the rate check would have cut a plain-TCP reader; here only the
+    // 1.5 s write bound does (plus a check interval, and slack for a busy machine).
+    expect(openFor).toBeGreaterThanOrEqual(1_500)
+    expect(openFor).toBeLessThan(1_500 + 200 + 4_000)
+    const after = inspect().counters
+    expect(after.writeTimeouts).toBe(before.writeTimeouts + 1)
+    expect(after.slowReaders).toBe(before.slowReaders)
   })
 
   it('applies defaults that bound delivery and outlast balancers’ idle timeouts', () => {

@@ -35,7 +35,8 @@ export interface DeliveryOptions {
    * this rate allows is cut and counted as `slowReaders`. A connection with nothing left to send
    * is never measured, so a quiet stream (server-sent events) is not affected, and neither is a
    * response small enough for the kernel's socket buffers to take whole.
-   * `0` disables it.
+   * Measured on plain TCP only: over TLS (an `https` server), Node does not show how much the
+   * kernel has taken, so there only `writeTimeout` applies. `0` disables it.
    * @default 240
    */
   readonly minResponseRate?: number
@@ -113,6 +114,8 @@ interface Watch {
 const kWatch = Symbol('tether.delivery')
 const kWatcher = Symbol.for('tether.deliveryWatcher')
 type WatchedSocket = Socket & {
+  /** True on a TLS socket. */
+  encrypted?: boolean
   _httpMessage?: ServerResponse | null
   _bytesDispatched?: number
   _handle?: { writeQueueSize?: number } | null
@@ -139,7 +142,9 @@ function accepted(socket: WatchedSocket): number {
  * a response that looks merely slow.
  */
 function cutConnection(socket: WatchedSocket): void {
-  socket.resetAndDestroy()
+  // A TLS socket's handle is not a TCP one, which `resetAndDestroy()` refuses with a throw.
+  if (socket.encrypted) socket.destroy()
+  else socket.resetAndDestroy()
 }
 
 function inspectSocket(socket: WatchedSocket, settings: DeliverySettings, now: number): void {
@@ -168,6 +173,10 @@ function inspectSocket(socket: WatchedSocket, settings: DeliverySettings, now: n
     cutConnection(socket)
     return
   }
+  // Over TLS, Node shows how much cleartext is waiting but not how much the kernel has taken
+  // (the TLS layer writes to the TCP handle itself, and its queue size drops only once a whole
+  // write is done): the rate cannot be measured there, only the write bound applies.
+  if (socket.encrypted) return
   // The rate is the average since the wait began, not over a sliding window: the kernel takes
   // bytes back in lumps (a writer is woken only once a third or so of the send buffer is free,
   // up to about 1.4 MB on Linux's defaults), so a steady reader shows no progress for a while,
