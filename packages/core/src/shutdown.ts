@@ -38,7 +38,7 @@ export interface ShutdownReport {
   readonly refused: number
   /** Requests that arrived on open connections during the drain and were served. */
   readonly drained: number
-  /** Idle keep-alive connections closed at once. */
+  /** Idle keep-alive connections closed (at once without a drain, else when the drain ends). */
   readonly idleClosed: number
   /** How long shutdown took, in milliseconds. */
   readonly durationMs: number
