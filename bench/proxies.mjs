@@ -9,8 +9,11 @@
 //    http_503`, haproxy `retry-on 503`): one request in ten never answers, so its 200 ms
 //    deadline does, with 503 (the default) or `status: 504`. Failed = a normal request that did
 //    not get its 200; "runs" = how many times the upstreams started the slow requests.
+// 3. Hang-ups: a client sends a request that never answers and hangs up 100 ms later; does the
+//    upstream's scope learn of it (tether's clientClosed) within a second, long before its 5 s
+//    deadline? nginx by default, haproxy by default and with `option abortonclose`.
 //
-//   node bench/proxies.mjs [--rounds N] [--only restarts|deadlines] [--json]
+//   node bench/proxies.mjs [--rounds N] [--only restarts|deadlines|hangups] [--json]
 //   (KEEP_PROXY_DIR=1 keeps each temporary directory, with the proxy's config and error log)
 //
 // Everything is bounded: each load phase has a fixed duration, every request a 10 s timeout,
@@ -57,7 +60,7 @@ function freePort() {
   })
 }
 
-function nginxConfig(dir, listen, upstreams, retry503) {
+function nginxConfig(dir, listen, upstreams, { retry503 = false } = {}) {
   for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(path.join(dir, sub), { recursive: true })
   return `worker_processes 1;
 user root;
@@ -88,7 +91,7 @@ ${retry503 ? '      proxy_next_upstream error timeout http_503;\n' : ''}    }
 `
 }
 
-function haproxyConfig(_dir, listen, upstreams, retry503) {
+function haproxyConfig(_dir, listen, upstreams, { retry503 = false, abortOnClose = false } = {}) {
   return `global
   maxconn 1024
 defaults
@@ -103,7 +106,7 @@ frontend fe
   default_backend be
 backend be
   balance roundrobin
-${retry503 ? '  retry-on conn-failure empty-response 503\n' : ''}${upstreams.map((port, i) => `  server u${i} 127.0.0.1:${port} check`).join('\n')}
+${retry503 ? '  retry-on conn-failure empty-response 503\n' : ''}${abortOnClose ? '  option abortonclose\n' : ''}${upstreams.map((port, i) => `  server u${i} 127.0.0.1:${port} check`).join('\n')}
 `
 }
 
@@ -119,8 +122,9 @@ const proxies = {
 }
 
 /** Starts an upstream and resolves once it listens. */
-function startUpstream(port, mode, status) {
-  const child = spawn(process.execPath, [upstreamScript, '--port', String(port), '--mode', mode, '--status', status], {
+function startUpstream(port, mode, status, timeout = 200) {
+  const args = ['--port', String(port), '--mode', mode, '--status', status, '--timeout', String(timeout)]
+  const child = spawn(process.execPath, [upstreamScript, ...args], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const ready = new Promise((resolve, reject) => {
@@ -216,11 +220,11 @@ function load(port, slowEvery = 0) {
   }
 }
 
-async function withProxy(kind, retry503, upstreamPorts, body) {
+async function withProxy(kind, settings, upstreamPorts, body) {
   const dir = mkdtempSync(path.join(os.tmpdir(), `tether-${kind}-`))
   const port = await freePort()
   const file = path.join(dir, `${kind}.conf`)
-  writeFileSync(file, proxies[kind].config(dir, port, upstreamPorts, retry503))
+  writeFileSync(file, proxies[kind].config(dir, port, upstreamPorts, settings))
   const proxy = proxies[kind].start(file)
   try {
     await proxyReady(port)
@@ -237,7 +241,7 @@ async function rollingRestart(kind, mode) {
   const upstreams = ports.map((port) => startUpstream(port, mode, '503'))
   await Promise.all(upstreams.map((u) => u.ready))
   try {
-    return await withProxy(kind, false, ports, async (proxyPort) => {
+    return await withProxy(kind, {}, ports, async (proxyPort) => {
       const running = load(proxyPort)
       await sleep(1_000)
       for (let i = 0; i < 2; i++) {
@@ -287,7 +291,7 @@ async function retriedDeadlines(kind, status) {
   const upstreams = ports.map((port) => startUpstream(port, 'tether', status))
   await Promise.all(upstreams.map((u) => u.ready))
   try {
-    const result = await withProxy(kind, true, ports, async (proxyPort) => {
+    const result = await withProxy(kind, { retry503: true }, ports, async (proxyPort) => {
       const running = load(proxyPort, 10)
       await sleep(4_000)
       return running.stop()
@@ -297,6 +301,33 @@ async function retriedDeadlines(kind, status) {
     return { ...result, slowStarted: started }
   } finally {
     await Promise.all(upstreams.map((u) => stopByPid(u.child, 'SIGKILL')))
+  }
+}
+
+/** Hang-ups through the proxy: does the upstream's scope learn of them? */
+async function hangups(kind, settings, count = 10) {
+  const port = await freePort()
+  const upstream = startUpstream(port, 'tether', '503', 5_000)
+  await upstream.ready
+  try {
+    return await withProxy(kind, settings, [port], async (proxyPort) => {
+      const before = (await stats(port)).clientClosed
+      for (let i = 0; i < count; i++) {
+        await new Promise((resolve) => {
+          const req = http.get({ host: '127.0.0.1', port: proxyPort, path: '/slow', agent: false })
+          req.on('error', () => resolve())
+          setTimeout(() => {
+            req.destroy()
+            resolve()
+          }, 100)
+        })
+      }
+      // Long enough for any proxy to pass the hang-up on, far shorter than the 5 s deadline.
+      await sleep(1_000)
+      return { hangups: count, seen: (await stats(port)).clientClosed - before }
+    })
+  } finally {
+    await stopByPid(upstream.child, 'SIGKILL')
   }
 }
 
@@ -320,7 +351,7 @@ export async function runProxies(rounds, only) {
   const restarts = []
   const deadlines = []
   for (const kind of ['nginx', 'haproxy']) {
-    for (const mode of only === 'deadlines' ? [] : ['naive', 'nodrain', 'tether']) {
+    for (const mode of only === undefined || only === 'restarts' ? ['naive', 'nodrain', 'tether'] : []) {
       let total
       for (let round = 0; round < rounds; round++) {
         console.error(`> rolling restart through ${kind}, upstream shutdown: ${mode} (round ${round + 1}/${rounds})`)
@@ -328,7 +359,7 @@ export async function runProxies(rounds, only) {
       }
       restarts.push({ proxy: kind, mode, ...total })
     }
-    for (const status of only === 'restarts' ? [] : ['503', '504']) {
+    for (const status of only === undefined || only === 'deadlines' ? ['503', '504'] : []) {
       let total
       for (let round = 0; round < rounds; round++) {
         console.error(`> deadline answers ${status} through ${kind} retrying 503 (round ${round + 1}/${rounds})`)
@@ -337,7 +368,18 @@ export async function runProxies(rounds, only) {
       deadlines.push({ proxy: kind, status: Number(status), ...total })
     }
   }
-  return { node: process.version, rounds, concurrency: CONCURRENCY, restarts, deadlines }
+  const hangupRows = []
+  if (only === undefined || only === 'hangups') {
+    for (const [kind, setting, settings] of [
+      ['nginx', 'defaults', {}],
+      ['haproxy', 'defaults', {}],
+      ['haproxy', '`option abortonclose`', { abortOnClose: true }],
+    ]) {
+      console.error(`> hang-ups through ${kind}, ${setting}`)
+      hangupRows.push({ proxy: kind, setting, ...(await hangups(kind, settings, 10 * rounds)) })
+    }
+  }
+  return { node: process.version, rounds, concurrency: CONCURRENCY, restarts, deadlines, hangups: hangupRows }
 }
 
 const MODE = {
@@ -387,7 +429,19 @@ times the upstreams started the slow requests (1.00× means none was retried).
 | proxy | deadline status | normal requests failed / sent | slow requests | runs of slow requests | what the slow requests got |
 | --- | --- | --- | --- | --- | --- |
 ${deadlineRows.join('\n')}
+${
+  (results.hangups ?? []).length === 0
+    ? ''
+    : `
+**Hang-ups through the proxy**: a client sends a request the upstream never answers and hangs up
+100 ms later; counted is how many of those the upstream's tether saw as hang-ups (\`clientClosed\`)
+within a second, long before the request's 5 s deadline.
+
+| proxy | setting | hang-ups | seen by the upstream within 1 s |
+| --- | --- | --- | --- |
+${results.hangups.map((r) => `| ${r.proxy} | ${r.setting} | ${r.hangups} | ${r.seen} |`).join('\n')}
 `
+}`
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

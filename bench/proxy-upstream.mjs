@@ -7,11 +7,11 @@
 //   tether     tether's shutdown() with its defaults
 //
 // Routes: GET / and POST / answer after 2 ms; GET /slow never answers, so its deadline does
-// (with --status); GET /stats says how many requests this process has received, and how many
-// /slow ones.
+// (with --status); GET /stats says how many requests this process has received, how many /slow
+// ones, and how many of its requests' clients hung up (as tether saw it).
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { hardenServer, shutdown } from '@tether/core'
+import { hardenServer, inspect, shutdown } from '@tether/core'
 import { tether } from '@tether/express'
 import express from 'express'
 
@@ -44,7 +44,7 @@ app.post('/', express.json(), async (req, res) => {
 app.get('/slow', () => {
   slowStarted++ // and never answer: the deadline does
 })
-app.get('/stats', (_req, res) => res.json({ slowStarted, served }))
+app.get('/stats', (_req, res) => res.json({ slowStarted, served, clientClosed: inspect().counters.clientClosed }))
 
 const server = hardenServer(app.listen(port, '127.0.0.1', () => process.send?.('ready')))
 
