@@ -8,13 +8,16 @@
 //   pnpm bench -- --skip-soak
 //   pnpm bench -- --skip-overload   leave out the goodput-under-overload benchmark
 //   pnpm bench -- --report-only     rewrite BENCHMARKS.md from bench/results/latest.json
+//   pnpm bench -- --proxies         also the rolling-restart and retry scenarios through nginx and
+//                                   haproxy (bench/proxies.mjs; installs them with apt-get if missing)
 import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { barChart } from './chart.mjs'
 import { overloadSection } from './overload-report.mjs'
+import { proxiesSection } from './proxies.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({
@@ -24,6 +27,7 @@ const { values } = parseArgs({
     'skip-soak': { type: 'boolean' },
     'skip-overload': { type: 'boolean' },
     'report-only': { type: 'boolean' },
+    proxies: { type: 'boolean' },
   },
 })
 
@@ -81,6 +85,15 @@ if (values['report-only']) {
     JSON.stringify({ micro, http: httpResults, soak, outbound, overload, command, when, cpu }, null, 2),
   )
 }
+
+// The proxy scenarios keep their own results file: they need root (or nginx and haproxy
+// installed) and take minutes, so they run only when asked and their last figures are kept.
+const proxiesFile = `${root}bench/results/proxies.json`
+if (values.proxies && !values['report-only']) {
+  mkdirSync(`${root}bench/results`, { recursive: true })
+  writeFileSync(proxiesFile, JSON.stringify(runJson('proxies.mjs', ['--rounds', quick ? '1' : '3']), null, 2))
+}
+const proxies = existsSync(proxiesFile) ? JSON.parse(readFileSync(proxiesFile, 'utf8')) : undefined
 
 command ??= 'pnpm bench'
 const fixed = (value, digits = 2) => (value === undefined ? '' : value.toFixed(digits))
@@ -196,7 +209,7 @@ server process.
 ${soakTable.join('\n')}
 `
 }
-## Reading the results
+${proxies === undefined ? '' : `${proxiesSection(proxies)}\n`}## Reading the results
 
 - A deadline costs the same whether it fires or not: tether arms one shared timer per distinct
   timeout rather than a timer per request, and creates a request's \`AbortController\` only when

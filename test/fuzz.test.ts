@@ -403,6 +403,10 @@ const hardenTimeouts: Record<string, Rule> = {
   requestTimeout: duration(),
   keepAliveTimeout: duration(true),
   checkInterval: duration(true),
+  writeTimeout: duration(),
+  minResponseRate: duration(),
+  minRateGrace: duration(),
+  maxIdleConnections: optional(count(0, true)),
 }
 const harden: Rule = optional((value) => {
   if (value === true || value === false) return valid
@@ -412,6 +416,10 @@ const harden: Rule = optional((value) => {
   const headers = (value.headersTimeout as number | undefined) ?? 10_000
   const total = (value.requestTimeout as number | undefined) ?? 30_000
   if (total !== 0 && headers > total) return { ...rangeError, names: ['harden', 'headersTimeout', 'requestTimeout'] }
+  // The rate is measured after the grace period: a rate with no grace cannot be measured.
+  if (value.minRateGrace === 0 && ((value.minResponseRate as number | undefined) ?? 240) > 0) {
+    return { ...rangeError, names: ['harden', 'minRateGrace'] }
+  }
   return valid
 })
 

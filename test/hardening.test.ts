@@ -49,7 +49,7 @@ describe('hardenServer()', () => {
     const server = hardenServer(http.createServer(hello))
     expect(server.headersTimeout).toBe(10_000)
     expect(server.requestTimeout).toBe(30_000)
-    expect(server.keepAliveTimeout).toBe(5_000)
+    expect(server.keepAliveTimeout).toBe(65_000)
     expect((server as { connectionsCheckingInterval?: number }).connectionsCheckingInterval).toBe(1_000)
   })
 

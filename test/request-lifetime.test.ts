@@ -28,6 +28,8 @@ describe.each(frameworks)('$name: what a request scope promises', (framework) =>
     const elapsed = Date.now() - started
     expect(response.status).toBe(503)
     expect(JSON.parse(response.body)).toMatchObject({ code: 'TETHER_DEADLINE_EXCEEDED' })
+    // The budget is spent: nothing tells a proxy or client to try again (shutdown answers do).
+    expect(response.headers['retry-after']).toBeUndefined()
     expect(elapsed).toBeGreaterThanOrEqual(DEADLINE - 5)
     expect(elapsed).toBeLessThan(DEADLINE + PROMPT_MS)
     await eventually(() => server?.events.includes('work stopped: DeadlineExceededError') ?? false)

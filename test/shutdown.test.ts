@@ -1,7 +1,9 @@
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { inspect } from '@tether/core'
+import { inspect, isShutdown } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
+import { tether as tetherFastify } from '@tether/fastify'
+import Fastify from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { connect, eventually, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
@@ -47,6 +49,8 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
       expect(response.status).toBe(503)
       expect(JSON.parse(response.body).code).toBe('TETHER_SHUTDOWN')
       expect(response.headers.connection).toBe('close')
+      // Unlike a deadline's 503, this one means "try again, or elsewhere".
+      expect(response.headers['retry-after']).toBe('1')
     }
     expect(server.events.filter((event) => event === 'hang: server is shutting down')).toHaveLength(2)
     expect(report).toMatchObject({ finished: 3, aborted: 2 })
@@ -78,8 +82,8 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     await stuck
   })
 
-  it('closes idle keep-alive connections at once, answers 503 with Connection: close on open ones, and treats a connection not yet read as in flight', async () => {
-    server = await framework.start({ grace: GRACE })
+  it('without a drain, closes idle keep-alive connections at once, answers 503 with Connection: close on open ones, and treats a connection not yet read as in flight', async () => {
+    server = await framework.start({ grace: GRACE, drain: 0 })
     const url = server.url
     // An idle keep-alive connection: one request answered, nothing more.
     const idle = await connect(url)
@@ -110,10 +114,84 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     expect(report.refused).toBe(1)
   })
 
+  it('during the drain, serves a request arriving on an idle keep-alive connection with Connection: close, then closes the connections left idle', async () => {
+    const DRAIN = 300
+    // Fastify answers 503 itself while closing unless told to route requests as usual.
+    server = await framework.start({ grace: 5_000, drain: DRAIN, return503OnClosing: false })
+    const url = server.url
+    // Two idle keep-alive connections, as a proxy's pool holds them.
+    const used = await connect(url)
+    const usedAnswers = readUntilClosed(used)
+    const untouched = await connect(url)
+    const untouchedClosed = readUntilClosed(untouched)
+    for (const socket of [used, untouched]) socket.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    await eventually(() => used.bytesRead > 0 && untouched.bytesRead > 0, 2_000, 'both connections answered')
+
+    const started = Date.now()
+    const done = server.shutdown()
+    await sleep(50)
+    // The proxy sends its next request on a pooled connection: served, not refused or reset.
+    used.write('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}')
+    const answered = (await usedAnswers).data
+    const second = answered.slice(answered.indexOf('HTTP/1.1', 1))
+    expect(second).toMatch(/^HTTP\/1.1 200/)
+    expect(second.toLowerCase()).toContain('connection: close')
+    expect(second).toContain('"body":{"a":1}')
+    // The connection nobody used is closed when the drain ends, not at once.
+    const { closedAt } = await untouchedClosed
+    expect(closedAt - started).toBeGreaterThanOrEqual(DRAIN - 10)
+    const report = await done
+    expect(report).toMatchObject({ drained: 1, refused: 0, idleClosed: 1 })
+    // It returned at the end of the drain, long before the grace period.
+    expect(Date.now() - started).toBeLessThan(DRAIN + 2_000)
+  })
+
   it('returns the same shutdown to every caller', async () => {
     server = await framework.start({ grace: GRACE })
     const first = server.shutdown()
     const second = server.shutdown()
     expect(await first).toEqual(await second)
+  })
+})
+
+describe('fastify: its own close options', () => {
+  it('by default, a kept-alive follow-up during close gets Fastify’s own 503 with Connection: close, not a reset', async () => {
+    const app = Fastify()
+    await app.register(tetherFastify, { logger: false, drain: 300 })
+    app.get('/fast', async () => ({ ok: true }))
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as import('node:net').AddressInfo).port}`
+    const socket = await connect(url)
+    const answers = readUntilClosed(socket)
+    socket.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    await eventually(() => socket.bytesRead > 0, 2_000, 'the first answer')
+    const closing = app.close()
+    await sleep(50)
+    socket.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+    const { data } = await answers
+    const second = data.slice(data.indexOf('HTTP/1.1', 1))
+    expect(second).toMatch(/^HTTP\/1.1 503/)
+    expect(second.toLowerCase()).toContain('connection: close')
+    await closing
+  })
+
+  it('with forceCloseConnections: true, app.close() does not wait a grace period, and in-flight work is told to stop', async () => {
+    const app = Fastify({ forceCloseConnections: true })
+    await app.register(tetherFastify, { logger: false })
+    const reasons: unknown[] = []
+    app.get('/hang', (request) => {
+      request.scope.signal.addEventListener('abort', () => reasons.push(request.scope.signal.reason), { once: true })
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as import('node:net').AddressInfo).port}`
+    const stuck = send(`${url}/hang`).catch((error: Error) => error)
+    await eventually(() => inspect().inflight.length >= 1, 2_000, 'a request in flight')
+    const started = Date.now()
+    await app.close()
+    // Without the option the default grace (10 s) would hold close() that long.
+    expect(Date.now() - started).toBeLessThan(3_000)
+    await stuck
+    expect(reasons).toHaveLength(1)
+    expect(isShutdown(reasons[0])).toBe(true)
   })
 })

@@ -23,7 +23,12 @@ export interface TestServer {
   close(): Promise<void>
 }
 
-export type ServerOptions = TetherExpressOptions & { grace?: number }
+export type ServerOptions = TetherExpressOptions & {
+  grace?: number
+  drain?: number
+  /** Fastify's own option (ignored for Express): false routes requests as usual while closing. */
+  return503OnClosing?: boolean
+}
 
 /** One framework: starts a server with the shared routes below. */
 export interface Framework {
@@ -68,7 +73,7 @@ export const expressFramework: Framework = {
   async start(options) {
     const events: Events = []
     const app = express()
-    const { grace: _grace, ...expressOptions } = options ?? {}
+    const { grace: _grace, drain: _drain, return503OnClosing: _fastifyOnly, ...expressOptions } = options ?? {}
     app.use(tetherExpress({ logger: false, ...expressOptions }))
     app.get('/fast', (_req, res) => {
       res.json({ ok: true })
@@ -104,14 +109,14 @@ export const expressFramework: Framework = {
       await sleep(Number(req.query.ms ?? 0))
       res.json({ finished: true })
     })
-    const grace = options?.grace
+    const { grace, drain } = options ?? {}
     const server = app.listen(0, '127.0.0.1')
     const url = await listening(server)
     return {
       url,
       events,
       server,
-      shutdown: () => shutdown(server, { grace }),
+      shutdown: () => shutdown(server, { grace, drain }),
       close: () => {
         server.closeAllConnections()
         return new Promise<void>((resolve) => server.close(() => resolve()))
@@ -124,8 +129,9 @@ export const fastifyFramework: Framework = {
   name: 'fastify',
   async start(options) {
     const events: Events = []
-    const app = Fastify()
-    await app.register(tetherFastify, { logger: false, ...options })
+    const { return503OnClosing, ...pluginOptions } = options ?? {}
+    const app = Fastify(return503OnClosing === undefined ? {} : { return503OnClosing })
+    await app.register(tetherFastify, { logger: false, ...pluginOptions })
     app.get('/fast', async () => ({ ok: true }))
     app.get<{ Querystring: { ms?: string } }>('/work', async (request) => {
       await fanOut(Number(request.query.ms ?? 0), events)

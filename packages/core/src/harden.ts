@@ -1,9 +1,15 @@
 import type { Server } from 'node:http'
 import { trackServer } from './connections.js'
+import { type DeliveryOptions, type DeliverySettings, resolveDelivery, watchDelivery } from './delivery.js'
+import { resolveMaxIdle, watchIdle } from './idle.js'
 import { checkDuration, checkOptionsObject, checkServer, checkTimeout, optional, received } from './validate.js'
 
-/** Options of {@link hardenServer}. All optional; each is in milliseconds. */
-export interface HardenOptions {
+/**
+ * Options of {@link hardenServer}. All optional; each is in milliseconds, but `minResponseRate`
+ * (bytes per second). The write side (`writeTimeout`, `minResponseRate`, `minRateGrace`) is
+ * described with {@link DeliveryOptions}.
+ */
+export interface HardenOptions extends DeliveryOptions {
   /**
    * How long a client may take to send the request headers (Node's `server.headersTimeout`): a
    * client that trickles its headers (slowloris) is cut with 408 after this, within one
@@ -18,11 +24,25 @@ export interface HardenOptions {
    */
   readonly requestTimeout?: number
   /**
-   * How long an idle keep-alive connection is kept open (Node's `server.keepAliveTimeout`). Behind
-   * a load balancer, make it longer than the balancer's own idle timeout. Must be > 0.
-   * @default 5000 (Node: 5000; Fastify: 72000)
+   * How long an idle keep-alive connection is kept open (Node's `server.keepAliveTimeout`), and
+   * the `Keep-Alive: timeout=` Node announces. Node itself waits one second more before it
+   * closes the socket (`keepAliveTimeoutBuffer`), so that clients honouring the header close
+   * first. Behind a load balancer it must be longer than the balancer's own idle timeout, or
+   * requests race the close and get 502: the default outlasts nginx's `keepalive_timeout` and
+   * AWS ALB's idle timeout (both 60 s). Must be > 0.
+   * @default 65000 (idle sockets close after 66 s; Node: 5000; Fastify: 72000)
    */
   readonly keepAliveTimeout?: number
+  /**
+   * How many idle keep-alive connections the server may hold; past it, the connections idle
+   * longest are closed (counted as `idleEvicted`). With a keep-alive timeout that outlasts the
+   * balancers in front, this is what bounds idle connections opened by direct clients. Behind a
+   * balancer, keep it above the balancer's own pool (nginx's `keepalive`, ALB's connections per
+   * target): closing a connection the balancer still pools races its next request. An integer
+   * ≥ 0, or `Infinity` for no bound.
+   * @default 10000
+   */
+  readonly maxIdleConnections?: number
   /**
    * How often Node checks the header and request timeouts (`connectionsCheckingInterval`). Node
    * checks every 30 s by default, so a slow client can hold a socket 30 s past its timeout.
@@ -31,10 +51,20 @@ export interface HardenOptions {
   readonly checkInterval?: number
 }
 
-const HARDEN_OPTIONS = ['headersTimeout', 'requestTimeout', 'keepAliveTimeout', 'checkInterval']
+const HARDEN_OPTIONS = [
+  'headersTimeout',
+  'requestTimeout',
+  'keepAliveTimeout',
+  'checkInterval',
+  'writeTimeout',
+  'minResponseRate',
+  'minRateGrace',
+  'maxIdleConnections',
+]
 
-/** The timeouts {@link hardenServer} applies, all in milliseconds. */
-export interface HardenedTimeouts {
+/** The timeouts {@link hardenServer} applies, in milliseconds (`minResponseRate` in bytes/s). */
+export interface HardenedTimeouts extends DeliverySettings {
+  readonly maxIdleConnections: number
   readonly headersTimeout: number
   readonly requestTimeout: number
   readonly keepAliveTimeout: number
@@ -50,14 +80,22 @@ export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
   checkOptionsObject('hardenServer()', options, HARDEN_OPTIONS)
   const headersTimeout = checkTimeout('headersTimeout', optional(options?.headersTimeout, 10_000))
   const requestTimeout = checkDuration('requestTimeout', optional(options?.requestTimeout, 30_000))
-  const keepAliveTimeout = checkTimeout('keepAliveTimeout', optional(options?.keepAliveTimeout, 5_000))
+  const keepAliveTimeout = checkTimeout('keepAliveTimeout', optional(options?.keepAliveTimeout, 65_000))
   const checkInterval = checkTimeout('checkInterval', optional(options?.checkInterval, 1_000))
   if (requestTimeout !== 0 && headersTimeout > requestTimeout) {
     throw new RangeError(
       `\`headersTimeout\` (${received(headersTimeout)}) must not be longer than \`requestTimeout\` (${received(requestTimeout)}): the headers are part of the request`,
     )
   }
-  return { headersTimeout, requestTimeout, keepAliveTimeout, checkInterval }
+  const maxIdleConnections = resolveMaxIdle(options?.maxIdleConnections)
+  return {
+    headersTimeout,
+    requestTimeout,
+    keepAliveTimeout,
+    checkInterval,
+    maxIdleConnections,
+    ...resolveDelivery(options),
+  }
 }
 
 type CheckingServer = Server & { connectionsCheckingInterval?: number }
@@ -100,5 +138,7 @@ export function hardenServer<S extends Server>(server: S, options?: HardenOption
   server.keepAliveTimeout = timeouts.keepAliveTimeout
   setCheckInterval(server, timeouts.checkInterval)
   trackServer(server)
+  watchDelivery(server, timeouts, timeouts.checkInterval)
+  watchIdle(server, timeouts.maxIdleConnections, timeouts.checkInterval)
   return server
 }

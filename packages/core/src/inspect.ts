@@ -47,6 +47,8 @@ export function inspect(): Snapshot {
   const now = Date.now()
   const requests: InflightRequest[] = []
   for (const request of inflightRequests()) {
+    // Answered, and only being delivered: the handler is done with it.
+    if (request.ended?.() === true) continue
     const remaining = request.remaining()
     requests.push({
       method: request.method,

@@ -62,6 +62,17 @@ const COUNTERS: ReadonlyArray<readonly [string, string, keyof Counters]> = [
     'abortedByShutdown',
   ],
   ['outbound_shed_total', "Outbound calls refused because their origin's wait queue was full.", 'outboundShed'],
+  [
+    'write_timeouts_total',
+    'Connections cut because a finished response was not delivered within writeTimeout.',
+    'writeTimeouts',
+  ],
+  ['slow_readers_total', 'Connections cut because their client read slower than minResponseRate.', 'slowReaders'],
+  [
+    'idle_evicted_total',
+    'Idle keep-alive connections closed because the server held more than maxIdleConnections.',
+    'idleEvicted',
+  ],
 ]
 
 type PromClient = typeof import('prom-client')

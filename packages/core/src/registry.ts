@@ -31,6 +31,12 @@ export interface Counters {
   abortedByShutdown: number
   /** Outbound calls refused because their origin's wait queue was full (`maxQueue`). */
   outboundShed: number
+  /** Connections cut because a finished response was not delivered within `writeTimeout`. */
+  writeTimeouts: number
+  /** Connections cut because their client read the response slower than `minResponseRate`. */
+  slowReaders: number
+  /** Idle keep-alive connections closed because the server held more than `maxIdleConnections`. */
+  idleEvicted: number
 }
 
 /** Where a leak report goes: anything with a pino- or console-style `warn`. */
@@ -61,6 +67,12 @@ export interface RequestInfo {
   noteLingering?(): void
   /** The header budgets are read from and sent in, or `undefined` when budgets are off. */
   readonly deadlineHeader: string | undefined
+  /**
+   * The deadline of `scope` has passed: the reason to end it with instead of a
+   * `DeadlineExceededError` when the request is finished already (its handler ended the
+   * response, which is still being delivered); `undefined` otherwise.
+   */
+  finishedReason?(scope: Scope): unknown
 }
 
 /** How a tracked task was started: by a TaskGroup/all/allSettled, a pool, or `scope.track()`. */
@@ -112,6 +124,8 @@ export interface InflightEntry extends RequestInfo {
   readonly server: object | undefined
   /** The request's scope. */
   readonly scope: Scope
+  /** Whether the handler has ended the response (see `handlerEnded`): it is no longer in flight. */
+  ended?(): boolean
 }
 
 interface RegistryState {
@@ -143,6 +157,9 @@ if (globals[kState] === undefined) {
       refusedDuringShutdown: 0,
       abortedByShutdown: 0,
       outboundShed: 0,
+      writeTimeouts: 0,
+      slowReaders: 0,
+      idleEvicted: 0,
     },
     inflightHead: undefined,
     lingering: new Set(),

@@ -8,6 +8,11 @@ export interface Answer {
   readonly message: string
   /** Close the connection after the answer (it is closed anyway while a body is still arriving). */
   readonly close: boolean
+  /**
+   * Seconds sent as `Retry-After`: set on answers that mean "try again, or elsewhere" (shutdown),
+   * never on a deadline's, which means this request's budget is spent.
+   */
+  readonly retryAfter?: number
 }
 
 /** The answer during and at the end of a shutdown. @internal */
@@ -16,6 +21,7 @@ export const SHUTTING_DOWN: Answer = Object.freeze({
   code: 'TETHER_SHUTDOWN',
   message: 'server is shutting down',
   close: true,
+  retryAfter: 1,
 })
 
 /**
@@ -26,7 +32,7 @@ export const SHUTTING_DOWN: Answer = Object.freeze({
  *
  * @internal
  */
-export function answer(res: ServerResponse, { statusCode, code, message, close }: Answer): void {
+export function answer(res: ServerResponse, { statusCode, code, message, close, retryAfter }: Answer): void {
   for (const name of res.getHeaderNames()) res.removeHeader(name)
   const body = JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
   const headers: Record<string, string | number> = {
@@ -37,6 +43,7 @@ export function answer(res: ServerResponse, { statusCode, code, message, close }
   // could serve another request: close it instead.
   const incomplete = (res as ServerResponse & { req?: IncomingMessage }).req?.complete === false
   if (close || incomplete) headers.connection = 'close'
+  if (retryAfter !== undefined) headers['retry-after'] = retryAfter
   res.writeHead(statusCode, headers)
   res.end(body)
 }

@@ -491,7 +491,8 @@ export class Scope implements Timed, AbortSubscriber {
 
   /** @internal The deadline timer fired. */
   [kExpire](): void {
-    this.#abort(new LazyReason(makeDeadlineExceeded, true))
+    // A request already answered is not a deadline miss: delivering it is the write bound's job.
+    this.#abort(this.#request?.finishedReason?.(this) ?? new LazyReason(makeDeadlineExceeded, true))
   }
 
   #abort(reason: unknown): void {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { adoptSocket } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
+import { handlerEnded } from './delivery.js'
 import { CanceledError, isShutdown } from './errors.js'
 import {
   addInflight,
@@ -178,6 +179,15 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     return this.scope.remaining()
   }
 
+  ended(): boolean {
+    const res = this.res
+    return res !== undefined && handlerEnded(res)
+  }
+
+  finishedReason(scope: Scope): unknown {
+    return scope === this.scope && this.ended() ? responseFinished : undefined
+  }
+
   /** A task of this request outlived it: keep what a report needs before the request is dropped. */
   noteLingering(): void {
     if (this.#described || this.source === undefined) return
@@ -199,6 +209,9 @@ class TetheredRequest implements InflightEntry, AbortOwner {
       counters.abortedByShutdown++
       answerWith = SHUTTING_DOWN
     } else {
+      // The response was answered and is still being delivered when the deadline came: the
+      // request is over for its handler, and no longer in flight.
+      if (reason === responseFinished) removeInflight(this)
       return // cancelled: the client is gone or the response is done; nothing to answer
     }
     const { adapter } = this.tether
@@ -212,7 +225,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     removeInflight(this)
     const scope = this.scope
     if (!scope[kIsAborted]) {
-      if (res.writableEnded) scope[kAbort](lazyReason(responseFinished))
+      if (handlerEnded(res)) scope[kAbort](lazyReason(responseFinished))
       else {
         counters.clientClosed++
         scope[kAbort](lazyReason(clientClosed))

@@ -49,9 +49,18 @@ export interface TetherFastifyOptions extends TetherOptions {
   /**
    * Milliseconds `app.close()` gives in-flight requests to finish before their scopes are aborted
    * and they are answered 503 (see the core's `shutdown()`).
-   * @default 10000
+   * @default 10000 (0 with Fastify's `forceCloseConnections: true`)
    */
   readonly grace?: number
+  /**
+   * Milliseconds `app.close()` keeps serving requests that arrive on connections already open,
+   * each with `Connection: close`, before it closes idle connections (see the core's
+   * `shutdown()`). Fastify's own answer while closing (503 unless `return503OnClosing: false`)
+   * still applies to them.
+   * Behind a proxy that pools connections, set it (see the core's `shutdown()`).
+   * @default 0
+   */
+  readonly drain?: number
 }
 
 // Fastify never reads a body for these, so their handler runs in the onRequest hook's context.
@@ -114,14 +123,20 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
   const adapter: TetherAdapter<FastifyReply> = {
     name: '@tether/fastify',
     // The plugin's own lifecycle options, and the ones Fastify's register() reserves for itself.
-    options: ['debugRoute', 'harden', 'grace', 'prefix', 'logLevel', 'logSerializers'],
+    options: ['debugRoute', 'harden', 'grace', 'drain', 'prefix', 'logLevel', 'logSerializers'],
     route: (reply) => reply.request.routeOptions.url,
     logger: options?.logger === undefined ? (reply) => reply.log : undefined,
     owned: hijacked,
     seal: sealReply,
   }
   const binding = createTether(options, adapter)
-  const shutdownOptions = resolveShutdown({ grace: options.grace })
+  // Fastify's own `forceCloseConnections: true` asks for every connection to go at close: no
+  // grace, unless it is given.
+  const forceClose = (app.initialConfig as { forceCloseConnections?: unknown }).forceCloseConnections === true
+  const shutdownOptions = resolveShutdown({
+    grace: options.grace ?? (forceClose ? 0 : undefined),
+    drain: options.drain,
+  })
   const harden: unknown = options.harden
   if (harden !== undefined && typeof harden !== 'boolean' && (typeof harden !== 'object' || harden === null)) {
     throw new TypeError(`\`harden\` must be true, false or hardenServer() options, received ${String(harden)}`)
