@@ -179,13 +179,18 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     return this.scope.remaining()
   }
 
+  /** Whether the handler has ended the response (it may still be on its way to the client). */
   ended(): boolean {
     const res = this.res
     return res !== undefined && handlerEnded(res)
   }
 
+  /**
+   * What the request's scope ends with when its deadline passes after the handler ended the
+   * response: a finished response, not a deadline miss (delivery is the write side's concern).
+   */
   finishedReason(scope: Scope): unknown {
-    return scope === this.scope && this.ended() ? responseFinished : undefined
+    return scope === this.scope && this.ended() ? lazyReason(responseFinished) : undefined
   }
 
   /** A task of this request outlived it: keep what a report needs before the request is dropped. */
@@ -211,7 +216,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     } else {
       // The response was answered and is still being delivered when the deadline came: the
       // request is over for its handler, and no longer in flight.
-      if (reason === responseFinished) removeInflight(this)
+      if (handlerEnded(res)) removeInflight(this)
       return // cancelled: the client is gone or the response is done; nothing to answer
     }
     const { adapter } = this.tether
