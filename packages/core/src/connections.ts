@@ -1,5 +1,14 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
+import {
+  adoptStream,
+  type HttpResponse,
+  type HttpServer,
+  isHttp2Server,
+  type SessionState,
+  streamOf,
+  trackSessions,
+} from './transport.js'
 
 /**
  * The connections of a server, as shutdown needs to see them. Node keeps its own list but shows it
@@ -8,13 +17,17 @@ import type { Socket } from 'node:net'
  *
  * Tracking starts when a server goes through `hardenServer()`, the Fastify plugin, or
  * `shutdown()`, or when the first request reaches a tether adapter; sockets that carry a request
- * are adopted then, so nothing that ever served a request is missed.
+ * are adopted then, so nothing that ever served a request is missed. On an HTTP/2 server the unit
+ * is the session and its streams (see transport.ts); `sockets` then holds only the connections of
+ * HTTP/1.1 clients (`allowHTTP1`).
  */
 
 /** @internal */
 export interface ServerState {
-  readonly server: Server
+  readonly server: HttpServer
   readonly sockets: Set<Socket>
+  /** Sessions and streams, for an HTTP/2 server. */
+  readonly h2: SessionState | undefined
   /** The running shutdown, once one has started. */
   shutdown: Promise<unknown> | undefined
 }
@@ -24,7 +37,7 @@ const kState = Symbol.for('tether.serverStates')
 type TrackedSocket = Socket & { [kTracked]?: true }
 
 // Shared across copies of the package, like the registry: a shutdown must see every connection.
-const globals = globalThis as { [kState]?: WeakMap<Server, ServerState> }
+const globals = globalThis as { [kState]?: WeakMap<HttpServer, ServerState> }
 if (globals[kState] === undefined) globals[kState] = new WeakMap()
 const states = globals[kState]
 
@@ -39,10 +52,11 @@ function remember(state: ServerState, socket: TrackedSocket): void {
  *
  * @internal
  */
-export function trackServer(server: Server): ServerState {
+export function trackServer(server: HttpServer): ServerState {
   let state = states.get(server)
   if (state !== undefined) return state
-  const created: ServerState = { server, sockets: new Set(), shutdown: undefined }
+  const h2 = isHttp2Server(server) ? trackSessions(server) : undefined
+  const created: ServerState = { server, sockets: new Set(), h2, shutdown: undefined }
   state = created
   states.set(server, created)
   // An HTTPS server's requests arrive on the TLS socket, announced by 'secureConnection'.
@@ -50,7 +64,10 @@ export function trackServer(server: Server): ServerState {
     typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function'
       ? 'secureConnection'
       : 'connection'
-  server.on(event, (socket: TrackedSocket) => remember(created, socket))
+  // A socket that carries an HTTP/2 session is marked already (its session is tracked instead).
+  ;(server as Server).on(event, (socket: TrackedSocket) => {
+    if (socket[kTracked] !== true) remember(created, socket)
+  })
   return created
 }
 
@@ -60,15 +77,19 @@ export function trackServer(server: Server): ServerState {
  *
  * @internal
  */
-export function adoptSocket(socket: Socket | null | undefined): Server | undefined {
-  const server = (socket as (Socket & { server?: Server }) | null | undefined)?.server
+export function adoptSocket(socket: Socket | null | undefined, res: HttpResponse): HttpServer | undefined {
+  const server = (socket as (Socket & { server?: HttpServer }) | null | undefined)?.server
   if (server === undefined || (socket as TrackedSocket)[kTracked] === true) return server
-  remember(trackServer(server), socket as TrackedSocket)
+  const state = trackServer(server)
+  // HTTP/2: `socket` is the session's socket proxy; the stream and its session are what count.
+  const stream = streamOf(res)
+  if (stream !== undefined && state.h2 !== undefined) adoptStream(state.h2, stream)
+  else remember(state, socket as TrackedSocket)
   return server
 }
 
 /** The tracking state of a server, if it is tracked. @internal */
-export function serverState(server: Server): ServerState | undefined {
+export function serverState(server: HttpServer): ServerState | undefined {
   return states.get(server)
 }
 
@@ -76,11 +97,12 @@ export function serverState(server: Server): ServerState | undefined {
  * Starts tracking a server's connections, so that `shutdown()` also sees connections accepted
  * before their first request reached tether (and treats them as in flight, not idle).
  * `hardenServer()` and the Fastify plugin do it; call it yourself for an Express server you do not
- * harden, right after `listen()`.
+ * harden, right after `listen()`. On an HTTP/2 server (`node:http2`) it tracks sessions and
+ * their streams.
  *
  * @returns the same server
  */
-export function trackConnections<S extends Server>(server: S): S {
+export function trackConnections<S extends HttpServer>(server: S): S {
   trackServer(server)
   return server
 }

@@ -1,10 +1,20 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Server, ServerResponse } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
-import { trackServer } from './connections.js'
+import { type ServerState, trackServer } from './connections.js'
 import { ShutdownError, withoutStack } from './errors.js'
 import { counters, inflightRequests } from './registry.js'
 import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
 import { kAbort } from './scope.js'
+import {
+  abandonStreams,
+  destroySessions,
+  drainSessions,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpServer,
+  refuseStream,
+  type SessionDrain,
+} from './transport.js'
 import { checkDuration, checkOptionsObject } from './validate.js'
 
 /** Options of {@link shutdown}. */
@@ -19,13 +29,16 @@ export interface ShutdownOptions {
 
 /** What {@link shutdown} did. */
 export interface ShutdownReport {
-  /** Requests in flight when shutdown began that finished within the grace period. */
+  /**
+   * Requests in flight when shutdown began that finished within the grace period. On HTTP/2 each
+   * stream is a request.
+   */
   readonly finished: number
   /** Requests still unfinished when the grace period ran out: aborted, answered 503 or cut. */
   readonly aborted: number
   /** Requests that arrived on open connections during shutdown and were answered 503. */
   readonly refused: number
-  /** Idle keep-alive connections closed at once. */
+  /** Idle keep-alive connections (on HTTP/2: sessions with no open stream) closed at once. */
   readonly idleClosed: number
   /** How long shutdown took, in milliseconds. */
   readonly durationMs: number
@@ -37,9 +50,10 @@ const FLUSH_MS = 1_000
 
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
 
-function refuse(_req: IncomingMessage, res: ServerResponse): void {
+function refuse(_req: HttpRequest, res: HttpResponse): void {
   counters.refusedDuringShutdown++
-  answer(res, SHUTTING_DOWN)
+  // HTTP/2: RST_STREAM(REFUSED_STREAM), safe to retry; HTTP/1.1: 503 and Connection: close.
+  if (!refuseStream(res)) answer(res, SHUTTING_DOWN)
 }
 
 function delay(ms: number): { promise: Promise<void>; cancel(): void } {
@@ -63,10 +77,17 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  *    has not answered and cuts any half-sent response;
  * 6. and closes every connection left, at most a second later.
  *
+ * On HTTP/2 (`node:http2`, or Fastify with `http2: true`) the unit is the stream: every session
+ * gets GOAWAY at once (no new streams; a stream the client opened regardless is refused with
+ * `REFUSED_STREAM`, which tells it the request is safe to retry), in-flight streams get `grace`,
+ * then tether's own are answered 503 (or reset if a part was sent) with their scopes aborted by a
+ * `ShutdownError`, and the sessions left are destroyed. The report counts streams.
+ *
  * It never hangs: a handler that ignores its signal holds it at most `grace` plus one second.
  * Calling it again returns the same promise. The Fastify plugin runs it from `app.close()`.
  *
- * @param server - the server (`app.listen()`'s return value, or Fastify's `app.server`)
+ * @param server - the server (`app.listen()`'s return value, or Fastify's `app.server`), HTTP/1.1
+ *   or HTTP/2
  * @param options - `grace` (ms, default 10000)
  * @returns what happened: how many requests finished, were aborted, were refused
  * @throws TypeError/RangeError (at once) for an invalid `grace`
@@ -79,10 +100,10 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  * })
  * ```
  */
-export function shutdown(server: Server, options?: ShutdownOptions): Promise<ShutdownReport> {
+export function shutdown(server: HttpServer, options?: ShutdownOptions): Promise<ShutdownReport> {
   const { grace } = resolveShutdown(options)
   const state = trackServer(server)
-  state.shutdown ??= run(server, state.sockets as Set<ServerSocket>, grace)
+  state.shutdown ??= run(state, grace)
   return state.shutdown as Promise<ShutdownReport>
 }
 
@@ -96,7 +117,11 @@ export function resolveShutdown(options?: ShutdownOptions): Required<ShutdownOpt
   return { grace: options?.grace === undefined ? 10_000 : checkDuration('grace', options.grace) }
 }
 
-async function run(server: Server, sockets: Set<ServerSocket>, grace: number): Promise<ShutdownReport> {
+async function run(state: ServerState, grace: number): Promise<ShutdownReport> {
+  // An HTTP/2 server with allowHTTP1 is both: its HTTP/1.1 connections are the sockets below.
+  const server = state.server as Server
+  const sockets = state.sockets as Set<ServerSocket>
+  const h2 = state.h2
   const started = Date.now()
   let finished = 0
   let aborted = 0
@@ -117,7 +142,7 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number): P
     settle = resolve
   })
   const checkDrained = () => {
-    if (sockets.size === 0) settle()
+    if (sockets.size === 0 && (h2 === undefined || (h2.sessions.size === 0 && h2.streams.size === 0))) settle()
   }
   const onResponseClose = (res: ServerResponse) => {
     pending.delete(res)
@@ -138,6 +163,12 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number): P
       idleClosed++
     }
   }
+  let sessions: SessionDrain | undefined
+  if (h2 !== undefined) {
+    h2.onChange = checkDrained
+    sessions = drainSessions(h2, () => gracePassed)
+    idleClosed += sessions.idleClosed
+  }
   checkDrained()
 
   const graceTimer = delay(grace)
@@ -145,7 +176,7 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number): P
   graceTimer.cancel()
   gracePassed = true
 
-  if (sockets.size > 0) {
+  if (sockets.size > 0 || (h2 !== undefined && (h2.sessions.size > 0 || h2.streams.size > 0))) {
     const reason = withoutStack(() => new ShutdownError())
     // Tether's own requests: abort their scopes, which answers 503 or cuts them and seals them.
     for (const request of inflightRequests()) {
@@ -157,19 +188,23 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number): P
       if (isSealed(res) || res.writableEnded) continue
       abandon(res, SHUTTING_DOWN)
     }
-    if (pending.size > 0) {
+    if (sessions !== undefined) aborted += abandonStreams(sessions)
+    if (pending.size > 0 || (sessions !== undefined && sessions.pending.size > 0)) {
       const flush = delay(FLUSH_MS)
       await Promise.race([drained, flush.promise])
       flush.cancel()
     }
     for (const socket of sockets) socket.destroy()
+    if (h2 !== undefined) destroySessions(h2)
   }
+  if (h2 !== undefined) h2.onChange = undefined
   // Connections tether never saw (accepted before tracking began) are Node's to list: close them
-  // too. Then http's own close clears its timeout checker; the server itself is closed already.
-  server.closeAllConnections()
+  // too (an HTTP/2 server has no such list). Then http's own close clears its timeout checker;
+  // the server itself is closed already.
+  if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
   server.close(() => undefined)
   return {
-    finished,
+    finished: finished + (sessions?.finished ?? 0),
     aborted,
     refused: counters.refusedDuringShutdown - refusedBefore,
     idleClosed,

@@ -1,4 +1,3 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { adoptSocket } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { CanceledError, isShutdown } from './errors.js'
@@ -23,6 +22,7 @@ import {
   Scope,
   sharedReason,
 } from './scope.js'
+import { type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
 import { checkBoolean, checkDuration, checkOptionsObject, checkTimeout, received } from './validate.js'
 
 /** Options shared by {@link createTether} and both adapters. All optional. */
@@ -104,10 +104,12 @@ const processWarnings: Logger = {
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 
 const kRecord = Symbol('tether.request')
-type TetheredResponse = ServerResponse & { [kRecord]?: TetheredRequest | undefined }
+type TetheredResponse = HttpResponse & { [kRecord]?: TetheredRequest | undefined }
 
 const responseFinished = sharedReason(() => new CanceledError('response finished'))
 const clientClosed = sharedReason(() => new CanceledError('client closed the connection'))
+// HTTP/2: one request of many on the connection was reset (RST_STREAM); its siblings go on.
+const clientReset = sharedReason(() => new CanceledError('client reset the stream'))
 
 /** One request in flight: what the registry lists and what reacts when its scope aborts. */
 class TetheredRequest implements InflightEntry, AbortOwner {
@@ -126,7 +128,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     readonly tether: Tether,
     readonly method: string,
     readonly startedAt: number,
-    readonly server: Server | undefined,
+    readonly server: HttpServer | undefined,
     res: TetheredResponse,
     source: unknown,
   ) {
@@ -191,7 +193,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
       if (res.writableEnded) scope[kAbort](responseFinished)
       else {
         counters.clientClosed++
-        scope[kAbort](clientClosed)
+        scope[kAbort](streamOf(res) === undefined ? clientClosed : clientReset)
       }
     }
     this.res = undefined
@@ -298,8 +300,10 @@ export class Tether {
    * (`CanceledError`), and when the response is finished (`CanceledError`), so that work still
    * running learns it should stop. Nothing is left behind once the response closes.
    *
-   * @param req - the incoming request (`deadlineHeader` is read from it)
-   * @param res - its response (its `close` event ends the scope)
+   * @param req - the incoming request (`deadlineHeader` is read from it): `node:http`'s, or
+   *   `node:http2`'s compatibility request
+   * @param res - its response (its `close` event ends the scope); on HTTP/2, a reset of the
+   *   request's stream is the client hanging up
    * @param source - the adapter's own request object, handed back to the adapter's hooks
    * @returns the request's scope; run the handler inside it with `scope.run()`
    *
@@ -309,7 +313,7 @@ export class Tether {
    * http.createServer((req, res) => tether.attach(req, res).run(() => handler(req, res)))
    * ```
    */
-  attach(req: IncomingMessage, res: ServerResponse, source?: unknown): Scope {
+  attach(req: HttpRequest, res: HttpResponse, source?: unknown): Scope {
     counters.requests++
     const startedAt = Date.now()
     let deadline = this.timeout === undefined ? undefined : startedAt + this.timeout
@@ -323,7 +327,7 @@ export class Tether {
       }
     }
     const response = res as TetheredResponse
-    const server = adoptSocket(req.socket)
+    const server = adoptSocket(req.socket, res)
     const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, response, source)
     const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
     record.scope = scope

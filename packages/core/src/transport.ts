@@ -1,0 +1,337 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import {
+  constants,
+  type Http2SecureServer,
+  type Http2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+  type ServerHttp2Stream,
+} from 'node:http2'
+
+/**
+ * What differs between HTTP/1.1 and HTTP/2, in one place: the rest of the core (shutdown,
+ * hardening, answers and cuts) asks this module instead of branching on the protocol itself.
+ *
+ * HTTP/1.1: the unit of work is a request on a socket, and a socket carries one at a time.
+ * HTTP/2: one session (one socket) multiplexes many streams, each a request. A client hanging up
+ * on one request is a stream reset; a server ending a connection politely is a GOAWAY frame
+ * (no new streams, open ones finish); ending one request in error is `RST_STREAM` with an error
+ * code. Node's `http2Server.close()` stops new connections only, never closes a session
+ * (nodejs/node#34265), and an `Http2Server` has no `closeAllConnections()`.
+ */
+
+/** A server tether works with: `node:http`, `node:https`, or `node:http2` (cleartext or secure). */
+export type HttpServer = Server | Http2Server | Http2SecureServer
+/** An incoming request of either protocol (`node:http2`'s compatibility API for HTTP/2). */
+export type HttpRequest = IncomingMessage | Http2ServerRequest
+/** A response of either protocol (`node:http2`'s compatibility API for HTTP/2). */
+export type HttpResponse = ServerResponse | Http2ServerResponse
+
+const {
+  NGHTTP2_NO_ERROR,
+  NGHTTP2_INTERNAL_ERROR,
+  NGHTTP2_REFUSED_STREAM,
+  HTTP2_HEADER_STATUS,
+  HTTP2_HEADER_CONTENT_TYPE,
+  HTTP2_HEADER_CONTENT_LENGTH,
+} = constants
+
+/** The HTTP/2 stream under a response, or `undefined` for HTTP/1.1. One property read. @internal */
+export function streamOf(res: HttpResponse): ServerHttp2Stream | undefined {
+  return (res as Http2ServerResponse).stream
+}
+
+/** Whether a server speaks HTTP/2 (it may also speak HTTP/1.1 with `allowHTTP1`). @internal */
+export function isHttp2Server(server: HttpServer): server is Http2Server | Http2SecureServer {
+  return typeof (server as Http2Server).updateSettings === 'function'
+}
+
+/**
+ * Ends a response whose headers are already out in a way the client sees as a failure. HTTP/1.1:
+ * the connection is destroyed, so the body ends short or without its last chunk. HTTP/2: the
+ * stream is reset with `INTERNAL_ERROR`. Destroying an HTTP/2 response would reset it with
+ * `NO_ERROR`, which clients (curl, Node's client) report as a complete response; `INTERNAL_ERROR`
+ * says the server could not finish it, and leaves sibling streams of the session alone.
+ *
+ * @internal
+ */
+export function cutResponse(res: HttpResponse): void {
+  const stream = streamOf(res)
+  if (stream === undefined) res.destroy()
+  else if (!stream.closed) stream.close(NGHTTP2_INTERNAL_ERROR)
+}
+
+/**
+ * Sends a short answer tether made itself. `close` asks for the connection to be closed after it
+ * (shutdown). HTTP/1.1 says it with `Connection: close`, also when the request body is still
+ * arriving, since the socket could not serve another request before reading it to its end.
+ * HTTP/2 has no connection header (Node drops it with an `UnsupportedWarning`): the session is
+ * closed with GOAWAY by shutdown itself, and a body still arriving is stopped by resetting the
+ * stream with `NO_ERROR` once the answer is out, which RFC 9113 §8.1 defines for exactly this
+ * ("a server MAY request that the client abort transmission of a request without error").
+ *
+ * @internal
+ */
+export function sendAnswer(
+  res: HttpResponse,
+  statusCode: number,
+  headers: Record<string, string | number>,
+  body: string,
+  close: boolean,
+): void {
+  const stream = streamOf(res)
+  if (stream === undefined) {
+    const response = res as ServerResponse & { req?: IncomingMessage }
+    if (close || response.req?.complete === false) headers.connection = 'close'
+    response.writeHead(statusCode, headers)
+    response.end(body)
+    return
+  }
+  ;(res as Http2ServerResponse).writeHead(statusCode, headers)
+  ;(res as Http2ServerResponse).end(body)
+  // A GET's empty body is complete as soon as its headers are (END_STREAM on HEADERS); Node's
+  // `req.complete` stays false until someone reads it, so it cannot tell.
+  if (!stream.endAfterHeaders && !stream.readableEnded && !stream.closed) stream.close(NGHTTP2_NO_ERROR)
+}
+
+/**
+ * Refuses a request that arrived during shutdown. HTTP/2: `RST_STREAM(REFUSED_STREAM)`, the one
+ * code that tells a client nothing was processed and the request is safe to retry (RFC 9113
+ * §8.7). Returns false for HTTP/1.1, which the caller answers with 503 and `Connection: close`.
+ *
+ * @internal
+ */
+export function refuseStream(res: HttpResponse): boolean {
+  const stream = streamOf(res)
+  if (stream === undefined) return false
+  if (!stream.closed) stream.close(NGHTTP2_REFUSED_STREAM)
+  return true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions and streams of an HTTP/2 server, as shutdown and hardening need to see them.
+
+const kOpen = Symbol('tether.openStreams')
+const kActiveAt = Symbol('tether.activeAt')
+const kOpenedAny = Symbol('tether.openedAny')
+const kBornAt = Symbol('tether.bornAt')
+const kTracked = Symbol.for('tether.tracked')
+
+/** @internal */
+export type TrackedSession = Http2Session & {
+  /** Streams open now. */
+  [kOpen]: number
+  /** When the session last had a stream open (or was accepted), on the sessions' coarse clock. */
+  [kActiveAt]: number
+  /** Whether a stream has ever been opened (complete request headers received). */
+  [kOpenedAny]: boolean
+}
+/** @internal */
+export type TrackedStream = ServerHttp2Stream & { [kBornAt]: number }
+
+/** The HTTP/2 side of a tracked server. @internal */
+export interface SessionState {
+  readonly sessions: Set<TrackedSession>
+  readonly streams: Set<TrackedStream>
+  /**
+   * A coarse clock in ms, refreshed by the hardening checker (and by shutdown): streams and
+   * sessions are stamped from it, so opening a stream costs no clock read.
+   */
+  now: number
+  /** Called when a session or stream closes (shutdown waits on it). */
+  onChange: (() => void) | undefined
+  /** The hardening checker, once the server is hardened. */
+  checker: NodeJS.Timeout | undefined
+}
+
+/**
+ * Starts tracking the sessions and streams of an HTTP/2 server. Each session's socket is marked
+ * tracked, so the connection bookkeeping of HTTP/1.1 (used for `allowHTTP1` clients) leaves it to
+ * the session: Node emits 'session' before the 'connection' listeners tether adds.
+ *
+ * @internal
+ */
+export function trackSessions(server: Http2Server | Http2SecureServer): SessionState {
+  const state: SessionState = {
+    sessions: new Set(),
+    streams: new Set(),
+    now: Date.now(),
+    onChange: undefined,
+    checker: undefined,
+  }
+  server.on('session', (session: Http2Session) => adoptSession(state, session))
+  server.on('stream', (stream: ServerHttp2Stream) => adoptStream(state, stream))
+  return state
+}
+
+/**
+ * Tracks a stream (and its session, if it was accepted before tracking began). Runs for every
+ * HTTP/2 request: a counter, a coarse timestamp, a set entry and one 'close' listener.
+ *
+ * @internal
+ */
+export function adoptStream(state: SessionState, stream: ServerHttp2Stream): void {
+  const tracked = stream as TrackedStream
+  const session = stream.session as TrackedSession | undefined
+  if (session === undefined || state.streams.has(tracked)) return
+  if (session[kOpen] === undefined) adoptSession(state, session)
+  session[kOpen]++
+  session[kOpenedAny] = true
+  tracked[kBornAt] = state.now
+  state.streams.add(tracked)
+  stream.on('close', () => {
+    state.streams.delete(tracked)
+    session[kOpen]--
+    session[kActiveAt] = state.now
+    state.onChange?.()
+  })
+}
+
+function adoptSession(state: SessionState, session: Http2Session): void {
+  const tracked = session as TrackedSession
+  tracked[kOpen] = 0
+  tracked[kOpenedAny] = false
+  tracked[kActiveAt] = state.now
+  // Through the session's socket proxy, this marks the socket itself (the proxy forwards sets).
+  ;(session.socket as unknown as Record<symbol, unknown>)[kTracked] = true
+  state.sessions.add(tracked)
+  session.once('close', () => {
+    state.sessions.delete(tracked)
+    state.onChange?.()
+  })
+}
+
+/** What shutdown saw of the HTTP/2 side when it began. @internal */
+export interface SessionDrain {
+  /** Streams in flight when shutdown began (responses not finished). */
+  readonly pending: Set<TrackedStream>
+  /** Sessions with no open stream, closed at once. */
+  idleClosed: number
+  /** In-flight streams that finished normally since. */
+  finished: number
+}
+
+/**
+ * Begins a graceful close of every session: GOAWAY to each at once (Node's `session.close()`:
+ * GOAWAY naming the last stream processed, so a client knows which requests to retry; nghttp2
+ * ignores streams opened past it), and the session is destroyed by Node once its open streams
+ * end. Streams in flight are counted as they finish, until `passed()` says the grace is over.
+ *
+ * @internal
+ */
+export function drainSessions(state: SessionState, passed: () => boolean): SessionDrain {
+  state.now = Date.now()
+  const drain: SessionDrain = { pending: new Set(), idleClosed: 0, finished: 0 }
+  for (const stream of state.streams) {
+    if (stream.writableEnded) continue
+    drain.pending.add(stream)
+    stream.once('close', () => {
+      drain.pending.delete(stream)
+      if (!passed() && stream.writableEnded && stream.rstCode === NGHTTP2_NO_ERROR) drain.finished++
+    })
+  }
+  for (const session of state.sessions) {
+    if (session[kOpen] === 0) drain.idleClosed++
+    if (!session.closed) session.close()
+  }
+  return drain
+}
+
+const SHUTDOWN_BODY = JSON.stringify({
+  statusCode: 503,
+  code: 'TETHER_SHUTDOWN',
+  error: 'Service Unavailable',
+  message: 'server is shutting down',
+})
+
+/**
+ * After the grace: streams tether does not own (requests that never reached a tether adapter)
+ * are answered 503 if nothing was sent, or reset with `INTERNAL_ERROR` if a part was. tether's
+ * own requests have been answered through their scopes already.
+ *
+ * @internal
+ */
+export function abandonStreams(drain: SessionDrain): number {
+  let aborted = 0
+  for (const stream of drain.pending) {
+    aborted++
+    if (stream.closed || stream.destroyed || stream.writableEnded) continue
+    if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR)
+    else {
+      stream.respond({
+        [HTTP2_HEADER_STATUS]: 503,
+        [HTTP2_HEADER_CONTENT_TYPE]: 'application/json; charset=utf-8',
+        [HTTP2_HEADER_CONTENT_LENGTH]: Buffer.byteLength(SHUTDOWN_BODY),
+      })
+      stream.end(SHUTDOWN_BODY)
+    }
+  }
+  return aborted
+}
+
+/** Destroys every session left (after the flush bound). @internal */
+export function destroySessions(state: SessionState): void {
+  for (const session of state.sessions) session.destroy()
+}
+
+/** The parts of hardening HTTP/2 sessions and streams read. @internal */
+export interface SessionLimits {
+  readonly headersTimeout: number
+  readonly requestTimeout: number
+  readonly keepAliveTimeout: number
+  readonly checkInterval: number
+  readonly maxConcurrentStreams: number
+}
+
+/**
+ * Bounds HTTP/2 sessions and streams the way hardening bounds HTTP/1.1 connections. Node's own
+ * HTTP/1.1 timeouts (`headersTimeout`, `requestTimeout`, `keepAliveTimeout`) are never read for
+ * HTTP/2 sessions, so one checker per server, every `checkInterval`, walks them:
+ *
+ * - a session that has opened no stream within `headersTimeout` of being accepted (it sends
+ *   nothing, or never completes a HEADERS block: HTTP/2's slowloris) is closed;
+ * - a session with no open stream for `keepAliveTimeout` gets GOAWAY and is closed;
+ * - a stream whose request (headers and body) is not complete within `requestTimeout` is
+ *   answered 408 and reset, as Node answers an HTTP/1.1 request that takes too long;
+ * - each session allows at most `maxConcurrentStreams` streams at once (the SETTINGS value Node
+ *   otherwise leaves unbounded).
+ *
+ * A client that opens and resets streams in a flood (CVE-2023-44487) is bounded by Node's own
+ * nghttp2 limits, which close the session with ENHANCE_YOUR_CALM; tether leaves them on.
+ *
+ * @internal
+ */
+export function hardenSessions(
+  server: Http2Server | Http2SecureServer,
+  state: SessionState,
+  limits: SessionLimits,
+): void {
+  server.updateSettings({ maxConcurrentStreams: limits.maxConcurrentStreams })
+  if (state.checker !== undefined) clearInterval(state.checker)
+  const checker = setInterval(() => checkSessions(state, limits), limits.checkInterval)
+  checker.unref()
+  state.checker = checker
+  server.once('close', () => clearInterval(checker))
+}
+
+function checkSessions(state: SessionState, limits: SessionLimits): void {
+  const now = Date.now()
+  state.now = now
+  for (const session of state.sessions) {
+    if (session.closed || session.destroyed || session[kOpen] > 0) continue
+    const quiet = now - session[kActiveAt]
+    if (session[kOpenedAny] ? quiet >= limits.keepAliveTimeout : quiet >= limits.headersTimeout) session.close()
+  }
+  if (limits.requestTimeout === 0) return
+  for (const stream of state.streams) {
+    if (now - stream[kBornAt] < limits.requestTimeout) continue
+    // The request has arrived in full when the client ended its side of the stream.
+    if (stream.endAfterHeaders || stream.state.remoteClose === 1 || stream.closed) continue
+    if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR)
+    else {
+      stream.respond({ [HTTP2_HEADER_STATUS]: 408 }, { endStream: true })
+      stream.close(NGHTTP2_NO_ERROR)
+    }
+  }
+}
