@@ -116,6 +116,7 @@ const kOpen = Symbol('tether.openStreams')
 const kActiveAt = Symbol('tether.activeAt')
 const kOpenedAny = Symbol('tether.openedAny')
 const kBornAt = Symbol('tether.bornAt')
+const kClosing = Symbol('tether.closingIdle')
 const kTracked = Symbol.for('tether.tracked')
 
 /** @internal */
@@ -126,6 +127,8 @@ export type TrackedSession = Http2Session & {
   [kActiveAt]: number
   /** Whether a stream has ever been opened (complete request headers received). */
   [kOpenedAny]: boolean
+  /** Closed by the hardening checker for being idle; destroyed at the next check if still open. */
+  [kClosing]?: true
 }
 /** @internal */
 export type TrackedStream = ServerHttp2Stream & { [kBornAt]: number }
@@ -319,9 +322,20 @@ function checkSessions(state: SessionState, limits: SessionLimits): void {
   const now = Date.now()
   state.now = now
   for (const session of state.sessions) {
-    if (session.closed || session.destroyed || session[kOpen] > 0) continue
+    if (session.destroyed || session[kOpen] > 0) continue
+    if (session[kClosing]) {
+      // GOAWAY went out a check ago and the client has not closed its side: a peer that never
+      // completed its preface or its headers does not read it either. Node only destroys a
+      // closed session once the socket ends, so end it here.
+      session.destroy()
+      continue
+    }
+    if (session.closed) continue
     const quiet = now - session[kActiveAt]
-    if (session[kOpenedAny] ? quiet >= limits.keepAliveTimeout : quiet >= limits.headersTimeout) session.close()
+    if (session[kOpenedAny] ? quiet >= limits.keepAliveTimeout : quiet >= limits.headersTimeout) {
+      session[kClosing] = true
+      session.close()
+    }
   }
   if (limits.requestTimeout === 0) return
   for (const stream of state.streams) {
