@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createTether, type Scope, type ShutdownReport, shutdown } from '@tether/core'
 import { tether as tetherFastify } from '@tether/fastify'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 
 /** A self-signed key and certificate for 127.0.0.1, committed for the tests only. */
 export const tls = {
@@ -189,7 +189,12 @@ export async function startCore(options: H2ServerOptions): Promise<H2TestServer>
 export async function startFastify(options: H2ServerOptions & { harden?: object | boolean }): Promise<H2TestServer> {
   const events: Events = []
   const table = routes(events)
-  const app = options.secure ? Fastify({ http2: true, https: tls }) : Fastify({ http2: true })
+  // The two factories return different instance types; the routes below work on either.
+  const app = (options.secure ? Fastify({ http2: true, https: tls }) : Fastify({ http2: true })) as FastifyInstance<
+    http2.Http2Server,
+    http2.Http2ServerRequest,
+    http2.Http2ServerResponse
+  >
   await app.register(tetherFastify, {
     logger: false,
     timeout: options.timeout,

@@ -1,3 +1,7 @@
+import http from 'node:http'
+import http2 from 'node:http2'
+import https from 'node:https'
+import net from 'node:net'
 import { describe, expectTypeOf, it } from 'vitest'
 import {
   all,
@@ -5,14 +9,19 @@ import {
   type CanceledError,
   createPool,
   createScope,
+  createTether,
   currentScope,
   type DeadlineExceededError,
+  hardenServer,
   isCanceled,
   isDeadlineExceeded,
   type Pool,
   type Scope,
   type Settled,
+  type ShutdownReport,
+  shutdown,
   TaskGroup,
+  trackConnections,
 } from '../src/index.js'
 
 describe('public types', () => {
@@ -63,5 +72,22 @@ describe('public types', () => {
     expectTypeOf(group.go).parameter(0).parameter(0).toEqualTypeOf<AbortSignal>()
     expectTypeOf(group.tryGo(() => 1)).toEqualTypeOf<boolean>()
     expectTypeOf(group.wait()).resolves.toBeVoid()
+  })
+
+  it('takes node:http, node:https and node:http2 servers and requests without casts', () => {
+    const binding = createTether()
+    http.createServer((req, res) => expectTypeOf(binding.attach(req, res)).toEqualTypeOf<Scope>())
+    http2.createServer((req, res) => expectTypeOf(binding.attach(req, res)).toEqualTypeOf<Scope>())
+    http2.createSecureServer({}, (req, res) => binding.attach(req, res))
+    const cleartext = http2.createServer()
+    const secure = http2.createSecureServer({})
+    expectTypeOf(hardenServer(cleartext)).toEqualTypeOf<http2.Http2Server>()
+    expectTypeOf(hardenServer(secure, { maxConcurrentStreams: 50 })).toEqualTypeOf<http2.Http2SecureServer>()
+    expectTypeOf(hardenServer(https.createServer())).toEqualTypeOf<https.Server>()
+    expectTypeOf(trackConnections(cleartext)).toEqualTypeOf<http2.Http2Server>()
+    expectTypeOf(shutdown(secure)).resolves.toEqualTypeOf<ShutdownReport>()
+    expectTypeOf(shutdown(http.createServer(), { grace: 1 })).resolves.toEqualTypeOf<ShutdownReport>()
+    // @ts-expect-error a net.Server is not an HTTP server
+    hardenServer(new net.Server())
   })
 })
