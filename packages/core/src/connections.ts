@@ -5,6 +5,7 @@ import {
   type HttpResponse,
   type HttpServer,
   isHttp2Server,
+  linkSessionSocket,
   type SessionState,
   streamOf,
   trackSessions,
@@ -67,6 +68,7 @@ export function trackServer(server: HttpServer): ServerState {
   // A socket that carries an HTTP/2 session is marked already (its session is tracked instead).
   ;(server as Server).on(event, (socket: TrackedSocket) => {
     if (socket[kTracked] !== true) remember(created, socket)
+    else linkSessionSocket(socket)
   })
   return created
 }

@@ -1,4 +1,4 @@
-import type { Server, ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
 import { type ServerState, trackServer } from './connections.js'
 import { ShutdownError, withoutStack } from './errors.js'
@@ -12,8 +12,8 @@ import {
   type HttpRequest,
   type HttpResponse,
   type HttpServer,
-  refuseStream,
   type SessionDrain,
+  streamOf,
 } from './transport.js'
 import { checkDuration, checkOptionsObject } from './validate.js'
 
@@ -50,10 +50,22 @@ const FLUSH_MS = 1_000
 
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
 
-function refuse(_req: HttpRequest, res: HttpResponse): void {
+function refuse(_req: IncomingMessage, res: ServerResponse): void {
   counters.refusedDuringShutdown++
-  // HTTP/2: RST_STREAM(REFUSED_STREAM), safe to retry; HTTP/1.1: 503 and Connection: close.
-  if (!refuseStream(res)) answer(res, SHUTTING_DOWN)
+  answer(res, SHUTTING_DOWN)
+}
+
+const kHandlers = Symbol('tether.requestHandlers')
+type Handler = (req: HttpRequest, res: HttpResponse) => void
+
+/**
+ * The 'request' listener during shutdown. HTTP/1.1: 503 and `Connection: close`. HTTP/2: a stream
+ * that reaches it was accepted before its session's GOAWAY (later ones are refused by the session
+ * itself, which tells the client to retry), so the server's own handlers serve it, in flight.
+ */
+function duringShutdown(this: HttpServer & { [kHandlers]?: Handler[] }, req: HttpRequest, res: HttpResponse): void {
+  if (streamOf(res) === undefined) return refuse(req as IncomingMessage, res as ServerResponse)
+  for (const handler of this[kHandlers] ?? []) handler.call(this, req, res)
 }
 
 function delay(ms: number): { promise: Promise<void>; cancel(): void } {
@@ -78,8 +90,8 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  * 6. and closes every connection left, at most a second later.
  *
  * On HTTP/2 (`node:http2`, or Fastify with `http2: true`) the unit is the stream: every session
- * gets GOAWAY at once (no new streams; a stream the client opened regardless is refused with
- * `REFUSED_STREAM`, which tells it the request is safe to retry), in-flight streams get `grace`,
+ * gets GOAWAY at once (no new streams; one opened regardless is refused, which tells the client
+ * it is safe to retry), in-flight streams get `grace`,
  * then tether's own are answered 503 (or reset if a part was sent) with their scopes aborted by a
  * `ShutdownError`, and the sessions left are destroyed. The report counts streams.
  *
@@ -132,8 +144,9 @@ async function run(state: ServerState, grace: number): Promise<ShutdownReport> {
   // parser bookkeeping calls idle. tether decides that below, by the rules documented here
   // (a connection not read yet is in flight), so that they hold whatever Node version runs it.
   if (server.listening) NetServer.prototype.close.call(server)
+  ;(server as Server & { [kHandlers]?: Handler[] })[kHandlers] = server.listeners('request') as Handler[]
   server.removeAllListeners('request')
-  server.on('request', refuse)
+  server.on('request', duringShutdown)
 
   let gracePassed = false
   const pending = new Set<ServerResponse>()

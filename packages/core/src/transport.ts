@@ -8,6 +8,7 @@ import {
   type Http2Session,
   type ServerHttp2Stream,
 } from 'node:http2'
+import type { Socket } from 'node:net'
 
 /**
  * What differs between HTTP/1.1 and HTTP/2, in one place: the rest of the core (shutdown,
@@ -31,7 +32,6 @@ export type HttpResponse = ServerResponse | Http2ServerResponse
 const {
   NGHTTP2_NO_ERROR,
   NGHTTP2_INTERNAL_ERROR,
-  NGHTTP2_REFUSED_STREAM,
   HTTP2_HEADER_STATUS,
   HTTP2_HEADER_CONTENT_TYPE,
   HTTP2_HEADER_CONTENT_LENGTH,
@@ -95,20 +95,6 @@ export function sendAnswer(
   if (!stream.endAfterHeaders && !stream.readableEnded && !stream.closed) stream.close(NGHTTP2_NO_ERROR)
 }
 
-/**
- * Refuses a request that arrived during shutdown. HTTP/2: `RST_STREAM(REFUSED_STREAM)`, the one
- * code that tells a client nothing was processed and the request is safe to retry (RFC 9113
- * §8.7). Returns false for HTTP/1.1, which the caller answers with 503 and `Connection: close`.
- *
- * @internal
- */
-export function refuseStream(res: HttpResponse): boolean {
-  const stream = streamOf(res)
-  if (stream === undefined) return false
-  if (!stream.closed) stream.close(NGHTTP2_REFUSED_STREAM)
-  return true
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sessions and streams of an HTTP/2 server, as shutdown and hardening need to see them.
 
@@ -116,7 +102,8 @@ const kOpen = Symbol('tether.openStreams')
 const kActiveAt = Symbol('tether.activeAt')
 const kOpenedAny = Symbol('tether.openedAny')
 const kBornAt = Symbol('tether.bornAt')
-const kClosing = Symbol('tether.closingIdle')
+const kSessionOf = Symbol('tether.sessionOf')
+const kRawSocket = Symbol('tether.rawSocket')
 const kTracked = Symbol.for('tether.tracked')
 
 /** @internal */
@@ -127,8 +114,8 @@ export type TrackedSession = Http2Session & {
   [kActiveAt]: number
   /** Whether a stream has ever been opened (complete request headers received). */
   [kOpenedAny]: boolean
-  /** Closed by the hardening checker for being idle; destroyed at the next check if still open. */
-  [kClosing]?: true
+  /** The session's socket itself (`session.socket` is a proxy that refuses `destroy()`). */
+  [kRawSocket]?: Socket
 }
 /** @internal */
 export type TrackedStream = ServerHttp2Stream & { [kBornAt]: number }
@@ -187,6 +174,7 @@ export function adoptStream(state: SessionState, stream: ServerHttp2Stream): voi
     state.streams.delete(tracked)
     session[kOpen]--
     session[kActiveAt] = state.now
+    if (session.closed && session[kOpen] === 0) setImmediate(destroyIfClosed, session)
     state.onChange?.()
   })
 }
@@ -197,12 +185,25 @@ function adoptSession(state: SessionState, session: Http2Session): void {
   tracked[kOpenedAny] = false
   tracked[kActiveAt] = state.now
   // Through the session's socket proxy, this marks the socket itself (the proxy forwards sets).
-  ;(session.socket as unknown as Record<symbol, unknown>)[kTracked] = true
+  const socket = session.socket as unknown as Record<symbol, unknown>
+  socket[kTracked] = true
+  socket[kSessionOf] = session
   state.sessions.add(tracked)
   session.once('close', () => {
     state.sessions.delete(tracked)
     state.onChange?.()
   })
+}
+
+/**
+ * Called with each socket the server accepts that carries a tracked session: keeps the socket
+ * itself on its session, so that closing the session can end the socket too.
+ *
+ * @internal
+ */
+export function linkSessionSocket(socket: Socket): void {
+  const session = (socket as Socket & { [kSessionOf]?: TrackedSession })[kSessionOf]
+  if (session !== undefined) session[kRawSocket] = socket
 }
 
 /** What shutdown saw of the HTTP/2 side when it began. @internal */
@@ -216,10 +217,18 @@ export interface SessionDrain {
 }
 
 /**
- * Begins a graceful close of every session: GOAWAY to each at once (Node's `session.close()`:
- * GOAWAY naming the last stream processed, so a client knows which requests to retry; nghttp2
- * ignores streams opened past it), and the session is destroyed by Node once its open streams
- * end. Streams in flight are counted as they finish, until `passed()` says the grace is over.
+ * Begins a graceful close of every session: GOAWAY to each at once (Node's `session.close()`,
+ * a GOAWAY naming the last stream processed), so clients open no new stream, and a stream opened
+ * regardless is ignored by nghttp2 and seen by its client as refused (`REFUSED_STREAM`: nothing
+ * was processed, safe to retry). Open streams go on. Node destroys each session once its open
+ * streams end. Streams in flight are counted as they finish, until `passed()` says the grace is
+ * over.
+ *
+ * RFC 9113 §6.8 also describes a first GOAWAY with the largest stream id, then the real one a
+ * round trip later, so that streams already on the wire are served rather than refused. tether
+ * does not: Node's own client stops answering PINGs once it has seen a GOAWAY, and holds a
+ * request it had not yet sent until the second one, so the first step only delays the refusal,
+ * and a refused request is safe to retry anyway.
  *
  * @internal
  */
@@ -236,7 +245,7 @@ export function drainSessions(state: SessionState, passed: () => boolean): Sessi
   }
   for (const session of state.sessions) {
     if (session[kOpen] === 0) drain.idleClosed++
-    if (!session.closed) session.close()
+    closeSession(session)
   }
   return drain
 }
@@ -273,9 +282,12 @@ export function abandonStreams(drain: SessionDrain): number {
   return aborted
 }
 
-/** Destroys every session left (after the flush bound). @internal */
+/** Destroys every session left, and its socket (after the flush bound). @internal */
 export function destroySessions(state: SessionState): void {
-  for (const session of state.sessions) session.destroy()
+  for (const session of state.sessions) {
+    session.destroy()
+    session[kRawSocket]?.destroy()
+  }
 }
 
 /** The parts of hardening HTTP/2 sessions and streams read. @internal */
@@ -318,23 +330,34 @@ export function hardenSessions(
   server.once('close', () => clearInterval(checker))
 }
 
+/**
+ * `session.close()`, made to finish. Node destroys a closed session when its last stream ends,
+ * but only if nothing is waiting to be written at that moment, and the GOAWAY that close() just
+ * queued always is: a closed session with no stream would then wait for the client to hang up.
+ * So tether destroys it itself on the next turn of the event loop, once the GOAWAY is out.
+ */
+function closeSession(session: TrackedSession): void {
+  if (!session.closed && !session.destroyed) session.close()
+  if (session[kOpen] === 0) setImmediate(destroyIfClosed, session)
+}
+
+function destroyIfClosed(session: TrackedSession): void {
+  if (session[kOpen] !== 0) return
+  if (!session.destroyed) session.destroy()
+  // A session closed gracefully leaves its socket half-open until the peer closes its side
+  // (Node's finishSessionClose), which a peer that never does would hold forever: end it here,
+  // once what was written is flushed.
+  session[kRawSocket]?.destroySoon()
+}
+
 function checkSessions(state: SessionState, limits: SessionLimits): void {
   const now = Date.now()
   state.now = now
   for (const session of state.sessions) {
-    if (session.destroyed || session[kOpen] > 0) continue
-    if (session[kClosing]) {
-      // GOAWAY went out a check ago and the client has not closed its side: a peer that never
-      // completed its preface or its headers does not read it either. Node only destroys a
-      // closed session once the socket ends, so end it here.
-      session.destroy()
-      continue
-    }
-    if (session.closed) continue
+    if (session.closed || session.destroyed || session[kOpen] > 0) continue
     const quiet = now - session[kActiveAt]
     if (session[kOpenedAny] ? quiet >= limits.keepAliveTimeout : quiet >= limits.headersTimeout) {
-      session[kClosing] = true
-      session.close()
+      closeSession(session)
     }
   }
   if (limits.requestTimeout === 0) return
