@@ -2,11 +2,13 @@ import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import {
   adoptStream,
+  type HttpRequest,
   type HttpResponse,
   type HttpServer,
   isHttp2Server,
   linkSessionSocket,
   type SessionState,
+  serverOfStream,
   streamOf,
   trackSessions,
 } from './transport.js'
@@ -74,17 +76,24 @@ export function trackServer(server: HttpServer): ServerState {
 }
 
 /**
- * Makes sure a request's socket is tracked. Called for every request, so the common case is one
- * property read: sockets accepted after tracking started are marked already.
+ * Makes sure a request's connection (HTTP/1.1 socket, or HTTP/2 session) is tracked, and returns
+ * its server. Called for every request, so the common case is two property reads: connections
+ * accepted after tracking started are marked already.
  *
  * @internal
  */
-export function adoptSocket(socket: Socket | null | undefined, res: HttpResponse): HttpServer | undefined {
-  const server = (socket as (Socket & { server?: HttpServer }) | null | undefined)?.server
+export function adoptConnection(req: HttpRequest, res: HttpResponse): HttpServer | undefined {
+  const stream = streamOf(res)
+  if (stream !== undefined) {
+    const server = serverOfStream(stream)
+    if (server !== undefined) return server
+  }
+  // HTTP/2 only gets here for a session accepted before tracking began: `req.socket` is then the
+  // session's socket proxy, which knows the server.
+  const socket = req.socket as (Socket & { server?: HttpServer }) | null | undefined
+  const server = socket?.server
   if (server === undefined || (socket as TrackedSocket)[kTracked] === true) return server
   const state = trackServer(server)
-  // HTTP/2: `socket` is the session's socket proxy; the stream and its session are what count.
-  const stream = streamOf(res)
   if (stream !== undefined && state.h2 !== undefined) adoptStream(state.h2, stream)
   else remember(state, socket as TrackedSocket)
   return server

@@ -64,8 +64,8 @@ type Handler = (req: HttpRequest, res: HttpResponse) => void
  * itself, which tells the client to retry), so the server's own handlers serve it, in flight.
  */
 function duringShutdown(this: HttpServer & { [kHandlers]?: Handler[] }, req: HttpRequest, res: HttpResponse): void {
-  if (streamOf(res) === undefined) return refuse(req as IncomingMessage, res as ServerResponse)
-  for (const handler of this[kHandlers] ?? []) handler.call(this, req, res)
+  if (streamOf(res) === undefined) refuse(req as IncomingMessage, res as ServerResponse)
+  else for (const handler of this[kHandlers] ?? []) handler.call(this, req, res)
 }
 
 function delay(ms: number): { promise: Promise<void>; cancel(): void } {
@@ -155,7 +155,7 @@ async function run(state: ServerState, grace: number): Promise<ShutdownReport> {
     settle = resolve
   })
   const checkDrained = () => {
-    if (sockets.size === 0 && (h2 === undefined || (h2.sessions.size === 0 && h2.streams.size === 0))) settle()
+    if (sockets.size === 0 && (h2 === undefined || h2.sessions.size === 0)) settle()
   }
   const onResponseClose = (res: ServerResponse) => {
     pending.delete(res)
@@ -189,7 +189,7 @@ async function run(state: ServerState, grace: number): Promise<ShutdownReport> {
   graceTimer.cancel()
   gracePassed = true
 
-  if (sockets.size > 0 || (h2 !== undefined && (h2.sessions.size > 0 || h2.streams.size > 0))) {
+  if (sockets.size > 0 || (h2 !== undefined && h2.sessions.size > 0)) {
     const reason = withoutStack(() => new ShutdownError())
     // Tether's own requests: abort their scopes, which answers 503 or cuts them and seals them.
     for (const request of inflightRequests()) {

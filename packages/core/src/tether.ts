@@ -1,4 +1,4 @@
-import { adoptSocket } from './connections.js'
+import { adoptConnection } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { CanceledError, isShutdown } from './errors.js'
 import {
@@ -327,7 +327,7 @@ export class Tether {
       }
     }
     const response = res as TetheredResponse
-    const server = adoptSocket(req.socket, res)
+    const server = adoptConnection(req, res)
     const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, response, source)
     const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
     record.scope = scope

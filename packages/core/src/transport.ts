@@ -98,92 +98,116 @@ export function sendAnswer(
 // ---------------------------------------------------------------------------------------------
 // Sessions and streams of an HTTP/2 server, as shutdown and hardening need to see them.
 
-const kOpen = Symbol('tether.openStreams')
 const kActiveAt = Symbol('tether.activeAt')
-const kOpenedAny = Symbol('tether.openedAny')
+const kLastStream = Symbol('tether.lastStreamId')
 const kBornAt = Symbol('tether.bornAt')
 const kSessionOf = Symbol('tether.sessionOf')
 const kRawSocket = Symbol('tether.rawSocket')
+const kServerOf = Symbol('tether.serverOf')
+const kStreams = Symbol('tether.streams')
 const kTracked = Symbol.for('tether.tracked')
+
+/** The open streams of a session: Node's own map, or tether's set where that is not reachable. */
+interface StreamList {
+  readonly size: number
+  values(): IterableIterator<ServerHttp2Stream>
+}
 
 /** @internal */
 export type TrackedSession = Http2Session & {
-  /** Streams open now. */
-  [kOpen]: number
-  /** When the session last had a stream open (or was accepted), on the sessions' coarse clock. */
+  /** The server that accepted it. */
+  [kServerOf]: Http2Server | Http2SecureServer
+  /** When the checker last saw the session busy (streams open or new ones since), in ms. */
   [kActiveAt]: number
-  /** Whether a stream has ever been opened (complete request headers received). */
-  [kOpenedAny]: boolean
+  /** The last stream id the checker saw processed (0: no stream was ever opened). */
+  [kLastStream]: number
   /** The session's socket itself (`session.socket` is a proxy that refuses `destroy()`). */
   [kRawSocket]?: Socket
+  /** Open streams, kept by tether only where Node's own list is not reachable. */
+  [kStreams]?: Set<ServerHttp2Stream>
 }
 /** @internal */
-export type TrackedStream = ServerHttp2Stream & { [kBornAt]: number }
+export type TrackedStream = ServerHttp2Stream & { [kBornAt]?: number }
 
 /** The HTTP/2 side of a tracked server. @internal */
 export interface SessionState {
+  readonly server: Http2Server | Http2SecureServer
   readonly sessions: Set<TrackedSession>
-  readonly streams: Set<TrackedStream>
-  /**
-   * A coarse clock in ms, refreshed by the hardening checker (and by shutdown): streams and
-   * sessions are stamped from it, so opening a stream costs no clock read.
-   */
-  now: number
-  /** Called when a session or stream closes (shutdown waits on it). */
+  /** Called when a session, or a stream shutdown waits for, closes. */
   onChange: (() => void) | undefined
   /** The hardening checker, once the server is hardened. */
   checker: NodeJS.Timeout | undefined
+  /** Whether streams are tracked one by one (Node's own list was not reachable). */
+  perStream: boolean
+}
+
+// Node keeps each session's open streams in a map on an internal `state` record (since Node 8).
+// Reading it when shutdown or the hardening checker needs it costs nothing per request, where a
+// 'stream' listener with a 'close' listener per stream cost a fifth of a hello-world request's
+// CPU. If a Node version ever moves it, tether falls back to tracking streams itself.
+let nodeStateKey: symbol | null | undefined
+
+function nodeStreams(session: Http2Session): StreamList | undefined {
+  if (nodeStateKey === undefined) {
+    nodeStateKey = Object.getOwnPropertySymbols(session).find((key) => key.description === 'state') ?? null
+  }
+  if (nodeStateKey === null) return undefined
+  const streams = (session as unknown as Record<symbol, { streams?: StreamList } | undefined>)[nodeStateKey]?.streams
+  return typeof streams?.size === 'number' && typeof streams.values === 'function' ? streams : undefined
+}
+
+const noStreams: StreamList = new Set()
+
+/** The open streams of a tracked session. @internal */
+export function streamsOf(session: TrackedSession): StreamList {
+  return session[kStreams] ?? nodeStreams(session) ?? noStreams
 }
 
 /**
- * Starts tracking the sessions and streams of an HTTP/2 server. Each session's socket is marked
- * tracked, so the connection bookkeeping of HTTP/1.1 (used for `allowHTTP1` clients) leaves it to
- * the session: Node emits 'session' before the 'connection' listeners tether adds.
+ * Starts tracking the sessions of an HTTP/2 server. Each session's socket is marked tracked, so
+ * the connection bookkeeping of HTTP/1.1 (used for `allowHTTP1` clients) leaves it to the
+ * session: Node emits 'session' before the 'connection' listeners tether adds.
  *
  * @internal
  */
 export function trackSessions(server: Http2Server | Http2SecureServer): SessionState {
-  const state: SessionState = {
-    sessions: new Set(),
-    streams: new Set(),
-    now: Date.now(),
-    onChange: undefined,
-    checker: undefined,
-  }
+  const state: SessionState = { server, sessions: new Set(), onChange: undefined, checker: undefined, perStream: false }
   server.on('session', (session: Http2Session) => adoptSession(state, session))
-  server.on('stream', (stream: ServerHttp2Stream) => adoptStream(state, stream))
   return state
 }
 
 /**
- * Tracks a stream (and its session, if it was accepted before tracking began). Runs for every
- * HTTP/2 request: a counter, a coarse timestamp, a set entry and one 'close' listener.
+ * The server of a request's stream, tracking its session if it was accepted before tracking
+ * began. One property read for a tracked session: no `req.socket`, which on HTTP/2 builds a proxy
+ * per request.
  *
  * @internal
  */
-export function adoptStream(state: SessionState, stream: ServerHttp2Stream): void {
-  const tracked = stream as TrackedStream
+export function serverOfStream(stream: ServerHttp2Stream): Http2Server | Http2SecureServer | undefined {
   const session = stream.session as TrackedSession | undefined
-  if (session === undefined || state.streams.has(tracked)) return
-  if (session[kOpen] === undefined) adoptSession(state, session)
-  session[kOpen]++
-  session[kOpenedAny] = true
-  tracked[kBornAt] = state.now
-  state.streams.add(tracked)
-  stream.on('close', () => {
-    state.streams.delete(tracked)
-    session[kOpen]--
-    session[kActiveAt] = state.now
-    if (session.closed && session[kOpen] === 0) setImmediate(destroyIfClosed, session)
-    state.onChange?.()
-  })
+  return session?.[kServerOf]
+}
+
+/** Tracks the session of a stream accepted before its server was tracked. @internal */
+export function adoptStream(state: SessionState, stream: ServerHttp2Stream): void {
+  const session = stream.session as TrackedSession | undefined
+  if (session === undefined || session[kServerOf] !== undefined) return
+  adoptSession(state, session)
+  session[kStreams]?.add(stream)
 }
 
 function adoptSession(state: SessionState, session: Http2Session): void {
   const tracked = session as TrackedSession
-  tracked[kOpen] = 0
-  tracked[kOpenedAny] = false
-  tracked[kActiveAt] = state.now
+  tracked[kServerOf] = state.server
+  tracked[kActiveAt] = Date.now()
+  tracked[kLastStream] = 0
+  if (nodeStreams(session) === undefined) {
+    tracked[kStreams] = new Set()
+    if (!state.perStream) {
+      state.perStream = true
+      state.server.on('stream', trackStream)
+    }
+  }
   // Through the session's socket proxy, this marks the socket itself (the proxy forwards sets).
   const socket = session.socket as unknown as Record<symbol, unknown>
   socket[kTracked] = true
@@ -193,6 +217,13 @@ function adoptSession(state: SessionState, session: Http2Session): void {
     state.sessions.delete(tracked)
     state.onChange?.()
   })
+}
+
+function trackStream(stream: ServerHttp2Stream): void {
+  const streams = (stream.session as TrackedSession | undefined)?.[kStreams]
+  if (streams === undefined) return
+  streams.add(stream)
+  stream.once('close', () => streams.delete(stream))
 }
 
 /**
@@ -209,7 +240,7 @@ export function linkSessionSocket(socket: Socket): void {
 /** What shutdown saw of the HTTP/2 side when it began. @internal */
 export interface SessionDrain {
   /** Streams in flight when shutdown began (responses not finished). */
-  readonly pending: Set<TrackedStream>
+  readonly pending: Set<ServerHttp2Stream>
   /** Sessions with no open stream, closed at once. */
   idleClosed: number
   /** In-flight streams that finished normally since. */
@@ -233,18 +264,21 @@ export interface SessionDrain {
  * @internal
  */
 export function drainSessions(state: SessionState, passed: () => boolean): SessionDrain {
-  state.now = Date.now()
   const drain: SessionDrain = { pending: new Set(), idleClosed: 0, finished: 0 }
-  for (const stream of state.streams) {
-    if (stream.writableEnded) continue
-    drain.pending.add(stream)
-    stream.once('close', () => {
-      drain.pending.delete(stream)
-      if (!passed() && stream.writableEnded && stream.rstCode === NGHTTP2_NO_ERROR) drain.finished++
-    })
-  }
   for (const session of state.sessions) {
-    if (session[kOpen] === 0) drain.idleClosed++
+    const streams = streamsOf(session)
+    if (streams.size === 0) drain.idleClosed++
+    for (const stream of streams.values()) {
+      if (stream.writableEnded) continue
+      drain.pending.add(stream)
+      stream.once('close', () => {
+        drain.pending.delete(stream)
+        if (!passed() && stream.writableEnded && stream.rstCode === NGHTTP2_NO_ERROR) drain.finished++
+        // The session may be closed and now empty: see closeSession.
+        setImmediate(destroyIfClosed, session)
+        state.onChange?.()
+      })
+    }
     closeSession(session)
   }
   return drain
@@ -338,11 +372,11 @@ export function hardenSessions(
  */
 function closeSession(session: TrackedSession): void {
   if (!session.closed && !session.destroyed) session.close()
-  if (session[kOpen] === 0) setImmediate(destroyIfClosed, session)
+  if (streamsOf(session).size === 0) setImmediate(destroyIfClosed, session)
 }
 
 function destroyIfClosed(session: TrackedSession): void {
-  if (session[kOpen] !== 0) return
+  if (!(session.closed || session.destroyed) || streamsOf(session).size !== 0) return
   if (!session.destroyed) session.destroy()
   // A session closed gracefully leaves its socket half-open until the peer closes its side
   // (Node's finishSessionClose), which a peer that never does would hold forever: end it here,
@@ -352,23 +386,39 @@ function destroyIfClosed(session: TrackedSession): void {
 
 function checkSessions(state: SessionState, limits: SessionLimits): void {
   const now = Date.now()
-  state.now = now
   for (const session of state.sessions) {
-    if (session.closed || session.destroyed || session[kOpen] > 0) continue
-    const quiet = now - session[kActiveAt]
-    if (session[kOpenedAny] ? quiet >= limits.keepAliveTimeout : quiet >= limits.headersTimeout) {
-      closeSession(session)
+    if (session.destroyed) continue
+    const streams = streamsOf(session)
+    if (session.closed) {
+      // Closed by someone else (Fastify's http2SessionTimeout, the client's GOAWAY): see closeSession.
+      if (streams.size === 0) destroyIfClosed(session)
+      continue
     }
-  }
-  if (limits.requestTimeout === 0) return
-  for (const stream of state.streams) {
-    if (now - stream[kBornAt] < limits.requestTimeout) continue
-    // The request has arrived in full when the client ended its side of the stream.
-    if (stream.endAfterHeaders || stream.state.remoteClose === 1 || stream.closed) continue
-    if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR)
-    else {
-      stream.respond({ [HTTP2_HEADER_STATUS]: 408 }, { endStream: true })
-      stream.close(NGHTTP2_NO_ERROR)
+    // Busy since the last check: streams open now, or opened and closed in between.
+    const last = session.state.lastProcStreamID ?? 0
+    if (streams.size > 0 || last !== session[kLastStream]) {
+      session[kLastStream] = last
+      session[kActiveAt] = now
+    } else {
+      const quiet = now - session[kActiveAt]
+      if (last > 0 ? quiet >= limits.keepAliveTimeout : quiet >= limits.headersTimeout) closeSession(session)
+    }
+    if (limits.requestTimeout === 0) continue
+    for (const stream of streams.values() as IterableIterator<TrackedStream>) {
+      // Dated when first seen: a request is cut within requestTimeout plus one interval.
+      const born = stream[kBornAt]
+      if (born === undefined) {
+        stream[kBornAt] = now
+        continue
+      }
+      if (now - born < limits.requestTimeout) continue
+      // The request has arrived in full once the client has ended its side of the stream.
+      if (stream.endAfterHeaders || stream.closed || stream.state.remoteClose === 1) continue
+      if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR)
+      else {
+        stream.respond({ [HTTP2_HEADER_STATUS]: 408 }, { endStream: true })
+        stream.close(NGHTTP2_NO_ERROR)
+      }
     }
   }
 }
