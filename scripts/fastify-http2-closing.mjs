@@ -78,7 +78,7 @@ module.exports = tethered
   return dir
 }
 
-function escape(name) {
+function escapeRegExp(name) {
   return name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }
 
@@ -111,7 +111,7 @@ function run(dir, names) {
   const outcomes = new Map()
   let output = ''
   for (const name of names) {
-    const one = runOne(dir, `^${escape(name)}$`)
+    const one = runOne(dir, `^${escapeRegExp(name)}$`)
     outcomes.set(name, one.outcomes.get(name) ?? 'FAIL')
     output += one.output
   }
