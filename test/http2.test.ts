@@ -1,8 +1,10 @@
 import http2 from 'node:http2'
+import https from 'node:https'
 import type { AddressInfo } from 'node:net'
-import { hardenServer, inspect } from '@tether/core'
+import { createTether, hardenServer, inspect, shutdown } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
+import { trackStreamsOneByOne } from '../packages/core/src/transport.js'
 import { connect, eventually } from './support/http.js'
 import {
   destroyClients,
@@ -103,6 +105,28 @@ describe.each(variants)('$name: graceful shutdown', (variant) => {
 })
 
 describe.each(variants)('$name: a request scope on a stream', (variant) => {
+  it('survives a client flooding stream resets (rapid reset): Node closes the session, and nothing is left in flight', async () => {
+    running = await variant.start({})
+    const session = running.connect()
+    await request(session, '/fast')
+    const goaway = new Promise<number>((resolve) => session.once('goaway', (code) => resolve(code)))
+    // Open and cancel streams until the server gives up on the session (Node's nghttp2 limits
+    // close it after about a thousand resets); bounded, in case it never does.
+    let opened = 0
+    while (!session.closed && !session.destroyed && opened < 20_000) {
+      for (let i = 0; i < 100 && !session.closed && !session.destroyed; i++, opened++) {
+        const stream = session.request({ ':path': '/hang' })
+        stream.on('error', () => undefined)
+        stream.close(NGHTTP2_CANCEL)
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    expect(await goaway).not.toBe(NGHTTP2_NO_ERROR)
+    await eventually(() => inspect().inflight.length === 0, 5_000, 'nothing in flight')
+    // The server is still there for others.
+    expect((await request(running.connect(), '/fast')).status).toBe(200)
+  })
+
   it('resets a response that was streaming at the deadline with INTERNAL_ERROR, and a sibling stream completes', async () => {
     running = await variant.start({ timeout: 300 })
     const session = running.connect()
@@ -154,6 +178,54 @@ describe.each(variants)('$name: a request scope on a stream', (variant) => {
     expect((await sibling).status).toBe(200)
     expect(inspect().counters.clientClosed - before).toBe(1)
     await eventually(() => inspect().inflight.length === 0, 2_000, 'nothing in flight')
+  })
+})
+
+describe('shutdown of an HTTP/2 server', () => {
+  afterEach(() => trackStreamsOneByOne(false))
+
+  it('tracks streams itself where Node does not show its own list, with the same outcome', async () => {
+    trackStreamsOneByOne(true)
+    running = await startCore({ secure: false, grace: GRACE })
+    const session = running.connect()
+    const quick = request(session, '/finish?ms=150')
+    const stuck = request(session, '/hang')
+    await eventually(() => inspect().inflight.length >= 2, 2_000, 'streams in flight')
+    const report = await running.shutdown()
+    expect((await quick).status).toBe(200)
+    expect((await stuck).status).toBe(503)
+    expect(report).toMatchObject({ finished: 1, aborted: 1 })
+  })
+
+  it('shuts down HTTP/1.1 clients of an allowHTTP1 server beside its HTTP/2 sessions', async () => {
+    const binding = createTether({ logger: false })
+    const events: string[] = []
+    const server = http2.createSecureServer({ ...tls, allowHTTP1: true }, (req, res) => {
+      const scope = binding.attach(req, res)
+      scope.signal.addEventListener('abort', () => events.push(`${req.httpVersion}: ${scope.signal.reason.message}`))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`
+    try {
+      const h1 = new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
+        https
+          .get(`${url}/hang`, { ca: tls.cert, agent: false }, (res) => {
+            res.resume()
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }))
+          })
+          .on('error', reject)
+      })
+      const h2 = request(openSession(url), '/hang')
+      await eventually(() => inspect().inflight.length >= 2, 2_000, 'both requests in flight')
+      const report = await shutdown(server, { grace: 200 })
+      expect(await h1).toEqual({ status: 503, connection: 'close' })
+      expect((await h2).status).toBe(503)
+      expect(report).toMatchObject({ finished: 0, aborted: 2 })
+      expect(events.sort()).toEqual(['1.1: server is shutting down', '2.0: server is shutting down'])
+    } finally {
+      destroyClients()
+      await shutdown(server, { grace: 0 })
+    }
   })
 })
 

@@ -156,6 +156,16 @@ function nodeStreams(session: Http2Session): StreamList | undefined {
   return typeof streams?.size === 'number' && typeof streams.values === 'function' ? streams : undefined
 }
 
+/**
+ * Tests only: track streams one by one (`true`), as on a Node whose own list is not reachable, or
+ * go back to reading Node's list (`false`). Applies to sessions accepted afterwards.
+ *
+ * @internal
+ */
+export function trackStreamsOneByOne(enabled: boolean): void {
+  nodeStateKey = enabled ? null : undefined
+}
+
 const noStreams: StreamList = new Set()
 
 /** The open streams of a tracked session. @internal */
