@@ -91,9 +91,9 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  *
  * On HTTP/2 (`node:http2`, or Fastify with `http2: true`) the unit is the stream: every session
  * gets GOAWAY at once (no new streams; one opened regardless is refused, which tells the client
- * it is safe to retry), in-flight streams get `grace`,
- * then tether's own are answered 503 (or reset if a part was sent) with their scopes aborted by a
- * `ShutdownError`, and the sessions left are destroyed. The report counts streams.
+ * it is safe to retry), in-flight streams get `grace`, then tether's own are answered 503 (or
+ * reset if a part was sent) with their scopes aborted by a `ShutdownError`, and the sessions left
+ * are destroyed with their sockets. The report counts streams.
  *
  * It never hangs: a handler that ignores its signal holds it at most `grace` plus one second.
  * Calling it again returns the same promise. The Fastify plugin runs it from `app.close()`.
