@@ -28,8 +28,8 @@ function expressApp(kind) {
   return app
 }
 
-async function fastifyApp(kind) {
-  const app = Fastify(kind === 'handlerTimeout' ? { handlerTimeout: TIMEOUT_MS } : {})
+async function fastifyApp(kind, http2 = false) {
+  const app = Fastify(kind === 'handlerTimeout' ? { handlerTimeout: TIMEOUT_MS } : http2 ? { http2: true } : {})
   if (kind === 'tether') await app.register(tetherFastify, { timeout: TIMEOUT_MS, logger: false })
   app.get('/', async () => hello)
   app.get('/fanout', async () => (kind === 'tether' ? all(three) : Promise.all(three.map((t) => t()))))
@@ -45,6 +45,10 @@ const contenders = {
   'fastify bare (2nd copy)': () => fastifyApp('bare'),
   'fastify + tether': () => fastifyApp('tether'),
   'fastify + handlerTimeout': () => fastifyApp('handlerTimeout'),
+  // HTTP/2 cleartext (h2c), for bench/http2.mjs.
+  'fastify h2 bare': () => fastifyApp('bare', true),
+  'fastify h2 bare (2nd copy)': () => fastifyApp('bare', true),
+  'fastify h2 + tether': () => fastifyApp('tether', true),
 }
 
 const ports = {}

@@ -1,5 +1,17 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
+import {
+  adoptStream,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpServer,
+  isHttp2Server,
+  linkSessionSocket,
+  type SessionState,
+  serverOfStream,
+  streamOf,
+  trackSessions,
+} from './transport.js'
 import { checkServer } from './validate.js'
 
 /**
@@ -9,13 +21,17 @@ import { checkServer } from './validate.js'
  *
  * Tracking starts when a server goes through `hardenServer()`, the Fastify plugin, or
  * `shutdown()`, or when the first request reaches a tether adapter; sockets that carry a request
- * are adopted then, so nothing that ever served a request is missed.
+ * are adopted then, so nothing that ever served a request is missed. On an HTTP/2 server the unit
+ * is the session and its streams (see transport.ts); `sockets` then holds only the connections of
+ * HTTP/1.1 clients (`allowHTTP1`).
  */
 
 /** @internal */
 export interface ServerState {
-  readonly server: Server
+  readonly server: HttpServer
   readonly sockets: Set<Socket>
+  /** Sessions and streams, for an HTTP/2 server. */
+  readonly h2: SessionState | undefined
   /** The running shutdown, once one has started. */
   shutdown: Promise<unknown> | undefined
 }
@@ -25,7 +41,7 @@ const kState = Symbol.for('tether.serverStates')
 type TrackedSocket = Socket & { [kTracked]?: true }
 
 // Shared across copies of the package, like the registry: a shutdown must see every connection.
-const globals = globalThis as { [kState]?: WeakMap<Server, ServerState> }
+const globals = globalThis as { [kState]?: WeakMap<HttpServer, ServerState> }
 if (globals[kState] === undefined) globals[kState] = new WeakMap()
 const states = globals[kState]
 
@@ -40,10 +56,11 @@ function remember(state: ServerState, socket: TrackedSocket): void {
  *
  * @internal
  */
-export function trackServer(server: Server): ServerState {
+export function trackServer(server: HttpServer): ServerState {
   let state = states.get(server)
   if (state !== undefined) return state
-  const created: ServerState = { server, sockets: new Set(), shutdown: undefined }
+  const h2 = isHttp2Server(server) ? trackSessions(server) : undefined
+  const created: ServerState = { server, sockets: new Set(), h2, shutdown: undefined }
   state = created
   states.set(server, created)
   // An HTTPS server's requests arrive on the TLS socket, announced by 'secureConnection'.
@@ -51,25 +68,40 @@ export function trackServer(server: Server): ServerState {
     typeof (server as { setSecureContext?: unknown }).setSecureContext === 'function'
       ? 'secureConnection'
       : 'connection'
-  server.on(event, (socket: TrackedSocket) => remember(created, socket))
+  // A socket that carries an HTTP/2 session is marked already (its session is tracked instead).
+  ;(server as Server).on(event, (socket: TrackedSocket) => {
+    if (socket[kTracked] !== true) remember(created, socket)
+    else linkSessionSocket(socket)
+  })
   return created
 }
 
 /**
- * Makes sure a request's socket is tracked. Called for every request, so the common case is one
- * property read: sockets accepted after tracking started are marked already.
+ * Makes sure a request's connection (HTTP/1.1 socket, or HTTP/2 session) is tracked, and returns
+ * its server. Called for every request, so the common case is two property reads: connections
+ * accepted after tracking started are marked already.
  *
  * @internal
  */
-export function adoptSocket(socket: Socket | null | undefined): Server | undefined {
-  const server = (socket as (Socket & { server?: Server }) | null | undefined)?.server
+export function adoptConnection(req: HttpRequest, res: HttpResponse): HttpServer | undefined {
+  const stream = streamOf(res)
+  if (stream !== undefined) {
+    const server = serverOfStream(stream)
+    if (server !== undefined) return server
+  }
+  // HTTP/2 only gets here for a session accepted before tracking began: `req.socket` is then the
+  // session's socket proxy, which knows the server.
+  const socket = req.socket as (Socket & { server?: HttpServer }) | null | undefined
+  const server = socket?.server
   if (server === undefined || (socket as TrackedSocket)[kTracked] === true) return server
-  remember(trackServer(server), socket as TrackedSocket)
+  const state = trackServer(server)
+  if (stream !== undefined && state.h2 !== undefined) adoptStream(state.h2, stream)
+  else remember(state, socket as TrackedSocket)
   return server
 }
 
 /** The tracking state of a server, if it is tracked. @internal */
-export function serverState(server: Server): ServerState | undefined {
+export function serverState(server: HttpServer): ServerState | undefined {
   return states.get(server)
 }
 
@@ -77,11 +109,12 @@ export function serverState(server: Server): ServerState | undefined {
  * Starts tracking a server's connections, so that `shutdown()` also sees connections accepted
  * before their first request reached tether (and treats them as in flight, not idle).
  * `hardenServer()` and the Fastify plugin do it; call it yourself for an Express server you do not
- * harden, right after `listen()`.
+ * harden, right after `listen()`. On an HTTP/2 server (`node:http2`) it tracks sessions and
+ * their streams.
  *
  * @returns the same server
  */
-export function trackConnections<S extends Server>(server: S): S {
+export function trackConnections<S extends HttpServer>(server: S): S {
   checkServer('trackConnections()', server)
   trackServer(server)
   return server

@@ -2,6 +2,7 @@ import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { trackServer } from './connections.js'
 import { counters } from './registry.js'
+import type { HttpResponse } from './transport.js'
 import { checkDuration, optional, received } from './validate.js'
 
 /**
@@ -67,7 +68,7 @@ export interface DeliverySettings {
  *
  * @internal
  */
-export function handlerEnded(res: ServerResponse): boolean {
+export function handlerEnded(res: HttpResponse): boolean {
   return res.writableEnded
 }
 

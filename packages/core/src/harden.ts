@@ -2,7 +2,16 @@ import type { Server } from 'node:http'
 import { trackServer } from './connections.js'
 import { type DeliveryOptions, type DeliverySettings, resolveDelivery, watchDelivery } from './delivery.js'
 import { resolveMaxIdle, watchIdle } from './idle.js'
-import { checkDuration, checkOptionsObject, checkServer, checkTimeout, optional, received } from './validate.js'
+import { type HttpServer, hardenSessions, isHttp2Server } from './transport.js'
+import {
+  checkCount,
+  checkDuration,
+  checkOptionsObject,
+  checkServer,
+  checkTimeout,
+  optional,
+  received,
+} from './validate.js'
 
 /**
  * Options of {@link hardenServer}. All optional; each is in milliseconds, but `minResponseRate`
@@ -49,6 +58,13 @@ export interface HardenOptions extends DeliveryOptions {
    * @default 1000
    */
   readonly checkInterval?: number
+  /**
+   * HTTP/2 only: how many streams (requests) one session may have open at once, announced to
+   * clients in SETTINGS. Node leaves it unbounded, so one connection could hold any number of
+   * requests in flight.
+   * @default 100 (Node: 4294967295; Go's http2 server: 250)
+   */
+  readonly maxConcurrentStreams?: number
 }
 
 const HARDEN_OPTIONS = [
@@ -60,15 +76,17 @@ const HARDEN_OPTIONS = [
   'minResponseRate',
   'minRateGrace',
   'maxIdleConnections',
+  'maxConcurrentStreams',
 ]
 
-/** The timeouts {@link hardenServer} applies, in milliseconds (`minResponseRate` in bytes/s). */
+/** The limits {@link hardenServer} applies: timeouts in milliseconds, `minResponseRate` in bytes/s. */
 export interface HardenedTimeouts extends DeliverySettings {
   readonly maxIdleConnections: number
   readonly headersTimeout: number
   readonly requestTimeout: number
   readonly keepAliveTimeout: number
   readonly checkInterval: number
+  readonly maxConcurrentStreams: number
 }
 
 /**
@@ -82,6 +100,15 @@ export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
   const requestTimeout = checkDuration('requestTimeout', optional(options?.requestTimeout, 30_000))
   const keepAliveTimeout = checkTimeout('keepAliveTimeout', optional(options?.keepAliveTimeout, 65_000))
   const checkInterval = checkTimeout('checkInterval', optional(options?.checkInterval, 1_000))
+  // HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS is a 32-bit value.
+  const maxConcurrentStreams = checkCount('maxConcurrentStreams', optional(options?.maxConcurrentStreams, 100), {
+    allowInfinity: false,
+  })
+  if (maxConcurrentStreams > 2 ** 32 - 1) {
+    throw new RangeError(
+      `\`maxConcurrentStreams\` must be at most 4294967295 (an HTTP/2 SETTINGS value), received ${received(maxConcurrentStreams)}`,
+    )
+  }
   if (requestTimeout !== 0 && headersTimeout > requestTimeout) {
     throw new RangeError(
       `\`headersTimeout\` (${received(headersTimeout)}) must not be longer than \`requestTimeout\` (${received(requestTimeout)}): the headers are part of the request`,
@@ -94,6 +121,7 @@ export function resolveHardening(options?: HardenOptions): HardenedTimeouts {
     keepAliveTimeout,
     checkInterval,
     maxIdleConnections,
+    maxConcurrentStreams,
     ...resolveDelivery(options),
   }
 }
@@ -119,8 +147,17 @@ function setCheckInterval(server: CheckingServer, ms: number): void {
  * interval short enough that they are enforced promptly. It also starts tracking the server's
  * connections for {@link shutdown}. Call it right after creating or listening.
  *
- * @param server - the server to harden
- * @param options - `headersTimeout`, `requestTimeout`, `keepAliveTimeout`, `checkInterval` (ms)
+ * On an HTTP/2 server (`node:http2`, or Fastify with `http2: true`), where Node reads none of
+ * those settings, the same options bound sessions and streams: a session that opens no stream
+ * within `headersTimeout` (it sends nothing, or never completes its headers) is closed; one with
+ * no open stream for `keepAliveTimeout` gets GOAWAY and is closed; a stream whose request is not
+ * complete within `requestTimeout` is answered 408 and reset; and each session may have at most
+ * `maxConcurrentStreams` streams open. HTTP/1.1 clients of an `allowHTTP1` server get the
+ * HTTP/1.1 timeouts.
+ *
+ * @param server - the server to harden: `node:http`, `node:https` or `node:http2`
+ * @param options - `headersTimeout`, `requestTimeout`, `keepAliveTimeout`, `checkInterval` (ms),
+ *   `maxConcurrentStreams` (HTTP/2)
  * @returns the same server
  * @throws TypeError/RangeError naming the option and the value received, or the inconsistency;
  *   TypeError for anything that is not a Node server (an Express app, a Fastify instance)
@@ -130,15 +167,18 @@ function setCheckInterval(server: CheckingServer, ms: number): void {
  * const server = hardenServer(app.listen(3000), { keepAliveTimeout: 65_000 }) // behind a 60 s balancer
  * ```
  */
-export function hardenServer<S extends Server>(server: S, options?: HardenOptions): S {
+export function hardenServer<S extends HttpServer>(server: S, options?: HardenOptions): S {
   checkServer('hardenServer()', server)
   const timeouts = resolveHardening(options)
-  server.headersTimeout = timeouts.headersTimeout
-  server.requestTimeout = timeouts.requestTimeout
-  server.keepAliveTimeout = timeouts.keepAliveTimeout
-  setCheckInterval(server, timeouts.checkInterval)
-  trackServer(server)
-  watchDelivery(server, timeouts, timeouts.checkInterval)
-  watchIdle(server, timeouts.maxIdleConnections, timeouts.checkInterval)
+  // On an HTTP/2 server these serve its HTTP/1.1 clients (allowHTTP1) only.
+  const http1 = server as Server
+  http1.headersTimeout = timeouts.headersTimeout
+  http1.requestTimeout = timeouts.requestTimeout
+  http1.keepAliveTimeout = timeouts.keepAliveTimeout
+  setCheckInterval(http1, timeouts.checkInterval)
+  const state = trackServer(server)
+  if (state.h2 !== undefined && isHttp2Server(server)) hardenSessions(server, state.h2, timeouts)
+  watchDelivery(http1, timeouts, timeouts.checkInterval)
+  watchIdle(http1, timeouts.maxIdleConnections, timeouts.checkInterval)
   return server
 }

@@ -1,12 +1,16 @@
-import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
+import { type ServerResponse, STATUS_CODES } from 'node:http'
 import { counters } from './registry.js'
+import { cutResponse, type HttpResponse, sendAnswer } from './transport.js'
 
 /** What tether answers a request it gives up on with. @internal */
 export interface Answer {
   readonly statusCode: number
   readonly code: string
   readonly message: string
-  /** Close the connection after the answer (it is closed anyway while a body is still arriving). */
+  /**
+   * Close the connection after the answer (HTTP/1.1; it is closed anyway while a body is still
+   * arriving). HTTP/2 answers leave the session to shutdown's GOAWAY.
+   */
   readonly close: boolean
   /**
    * Seconds sent as `Retry-After`: set on answers that mean "try again, or elsewhere" (shutdown),
@@ -32,20 +36,16 @@ export const SHUTTING_DOWN: Answer = Object.freeze({
  *
  * @internal
  */
-export function answer(res: ServerResponse, { statusCode, code, message, close, retryAfter }: Answer): void {
+export function answer(res: HttpResponse, { statusCode, code, message, close, retryAfter }: Answer): void {
   for (const name of res.getHeaderNames()) res.removeHeader(name)
   const body = JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
   const headers: Record<string, string | number> = {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
   }
-  // A body still arriving (a slow upload) would have to be read to its end before the connection
-  // could serve another request: close it instead.
-  const incomplete = (res as ServerResponse & { req?: IncomingMessage }).req?.complete === false
-  if (close || incomplete) headers.connection = 'close'
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter
-  res.writeHead(statusCode, headers)
-  res.end(body)
+  // A body still arriving (a slow upload) must stop: how to say so differs by protocol.
+  sendAnswer(res, statusCode, headers, body, close)
 }
 
 /**
@@ -54,7 +54,7 @@ export function answer(res: ServerResponse, { statusCode, code, message, close, 
  *
  * @internal
  */
-export function abandon(res: ServerResponse, answerWith: Answer): void {
+export function abandon(res: HttpResponse, answerWith: Answer): void {
   if (!res.writableEnded) {
     if (res.headersSent) cut(res)
     else answer(res, answerWith)
@@ -63,14 +63,15 @@ export function abandon(res: ServerResponse, answerWith: Answer): void {
 }
 
 /**
- * Ends a response whose headers are already out (a stream) in a way the client can see: the
- * connection is destroyed, so a chunked body ends without its terminating chunk and a
- * fixed-length body ends short. Both are reported as errors by HTTP clients.
+ * Ends a response whose headers are already out (a stream) in a way the client can see. HTTP/1.1:
+ * the connection is destroyed, so a chunked body ends without its terminating chunk and a
+ * fixed-length body ends short. HTTP/2: the stream is reset with an error code. Both are reported
+ * as errors by HTTP clients.
  *
  * @internal
  */
-export function cut(res: ServerResponse): void {
-  res.destroy()
+export function cut(res: HttpResponse): void {
+  cutResponse(res)
 }
 
 const kSealed = Symbol.for('tether.sealed')
@@ -107,8 +108,8 @@ function notSent(): boolean {
  *
  * @internal
  */
-export function seal(res: ServerResponse): void {
-  const target = res as ServerResponse & { [kSealed]?: true }
+export function seal(res: HttpResponse): void {
+  const target = res as HttpResponse & { [kSealed]?: true }
   if (target[kSealed]) return
   target[kSealed] = true
   const methods = target as unknown as Record<string, unknown>
@@ -128,6 +129,6 @@ export function seal(res: ServerResponse): void {
 }
 
 /** Whether {@link seal} has been applied. @internal */
-export function isSealed(res: ServerResponse): boolean {
-  return (res as ServerResponse & { [kSealed]?: true })[kSealed] === true
+export function isSealed(res: HttpResponse): boolean {
+  return (res as HttpResponse & { [kSealed]?: true })[kSealed] === true
 }

@@ -1,10 +1,20 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
-import { trackServer } from './connections.js'
+import { type ServerState, trackServer } from './connections.js'
 import { ShutdownError, withoutStack } from './errors.js'
 import { counters, inflightRequests } from './registry.js'
 import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
 import { kAbort } from './scope.js'
+import {
+  abandonStreams,
+  destroySessions,
+  drainSessions,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpServer,
+  type SessionDrain,
+  streamOf,
+} from './transport.js'
 import { checkDuration, checkOptionsObject, checkServer } from './validate.js'
 
 /** Options of {@link shutdown}. */
@@ -34,7 +44,10 @@ const SHUTDOWN_OPTIONS = ['grace', 'drain']
 
 /** What {@link shutdown} did. */
 export interface ShutdownReport {
-  /** Requests in flight when shutdown began that finished within the grace period. */
+  /**
+   * Requests in flight when shutdown began that finished within the grace period. On HTTP/2 each
+   * stream is a request.
+   */
   readonly finished: number
   /** Requests still unfinished when the grace period ran out: aborted, answered 503 or cut. */
   readonly aborted: number
@@ -42,7 +55,10 @@ export interface ShutdownReport {
   readonly refused: number
   /** Requests that arrived on open connections during the drain and were served. */
   readonly drained: number
-  /** Idle keep-alive connections closed (at once without a drain, else when the drain ends). */
+  /**
+   * Idle keep-alive connections (on HTTP/2: sessions with no open stream) closed: at once without
+   * a drain, else when the drain ends.
+   */
   readonly idleClosed: number
   /** How long shutdown took, in milliseconds. */
   readonly durationMs: number
@@ -57,6 +73,19 @@ type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
 function refuse(_req: IncomingMessage, res: ServerResponse): void {
   counters.refusedDuringShutdown++
   answer(res, SHUTTING_DOWN)
+}
+
+const kHandlers = Symbol('tether.requestHandlers')
+type Handler = (req: HttpRequest, res: HttpResponse) => void
+
+/**
+ * The 'request' listener during shutdown. HTTP/1.1: 503 and `Connection: close`. HTTP/2: a stream
+ * that reaches it was accepted before its session's GOAWAY (later ones are refused by the session
+ * itself, which tells the client to retry), so the server's own handlers serve it, in flight.
+ */
+function duringShutdown(this: HttpServer & { [kHandlers]?: Handler[] }, req: HttpRequest, res: HttpResponse): void {
+  if (streamOf(res) === undefined) refuse(req as IncomingMessage, res as ServerResponse)
+  else for (const handler of this[kHandlers] ?? []) handler.call(this, req, res)
 }
 
 function delay(ms: number): { promise: Promise<void>; cancel(): void } {
@@ -82,11 +111,19 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  *    has not answered and cuts any half-sent response;
  * 6. and closes every connection left, at most a second later.
  *
- * With `drain: 0`, idle connections are closed at once and step 3 starts at once.
+ * With `drain: 0` (the default), idle connections are closed at once and step 3 starts at once.
+ *
+ * On HTTP/2 (`node:http2`, or Fastify with `http2: true`) the unit is the stream: every session
+ * gets GOAWAY at once (no new streams; one opened regardless is refused, which tells the client
+ * it is safe to retry), in-flight streams get `grace`, then tether's own are answered 503 (or
+ * reset if a part was sent) with their scopes aborted by a `ShutdownError`, and the sessions left
+ * are destroyed with their sockets. The report counts streams.
+ *
  * It never hangs: a handler that ignores its signal holds it at most `grace` plus one second.
  * Calling it again returns the same promise. The Fastify plugin runs it from `app.close()`.
  *
- * @param server - the server (`app.listen()`'s return value, or Fastify's `app.server`)
+ * @param server - the server (`app.listen()`'s return value, or Fastify's `app.server`), HTTP/1.1
+ *   or HTTP/2
  * @param options - `grace` (ms, default 10000), `drain` (ms, default 0)
  * @returns what happened: how many requests finished, were aborted, were refused, were drained
  * @throws TypeError/RangeError (at once) for an invalid `grace` or `drain`, TypeError for anything
@@ -100,11 +137,11 @@ function delay(ms: number): { promise: Promise<void>; cancel(): void } {
  * })
  * ```
  */
-export function shutdown(server: Server, options?: ShutdownOptions): Promise<ShutdownReport> {
+export function shutdown(server: HttpServer, options?: ShutdownOptions): Promise<ShutdownReport> {
   checkServer('shutdown()', server)
   const { grace, drain } = resolveShutdown(options)
   const state = trackServer(server)
-  state.shutdown ??= run(server, state.sockets as Set<ServerSocket>, grace, Math.min(drain, grace))
+  state.shutdown ??= run(state, grace, Math.min(drain, grace))
   return state.shutdown as Promise<ShutdownReport>
 }
 
@@ -121,7 +158,11 @@ export function resolveShutdown(options?: ShutdownOptions): Required<ShutdownOpt
   }
 }
 
-async function run(server: Server, sockets: Set<ServerSocket>, grace: number, drain: number): Promise<ShutdownReport> {
+async function run(state: ServerState, grace: number, drain: number): Promise<ShutdownReport> {
+  // An HTTP/2 server with allowHTTP1 is both: its HTTP/1.1 connections are the sockets below.
+  const server = state.server as Server
+  const sockets = state.sockets as Set<ServerSocket>
+  const h2 = state.h2
   const started = Date.now()
   let finished = 0
   let aborted = 0
@@ -141,8 +182,9 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number, dr
   // A proxy's new connection is refused, which every proxy retries elsewhere: nothing was sent.
   if (server.listening) NetServer.prototype.close.call(server)
   const refuseFromNowOn = () => {
+    ;(server as Server & { [kHandlers]?: Handler[] })[kHandlers] = server.listeners('request') as Handler[]
     server.removeAllListeners('request')
-    server.on('request', refuse)
+    server.on('request', duringShutdown)
   }
   const closeIdle = () => {
     for (const socket of sockets) {
@@ -173,7 +215,7 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number, dr
     settle = resolve
   })
   const checkDrained = () => {
-    if (sockets.size === 0) settle()
+    if (sockets.size === 0 && (h2 === undefined || h2.sessions.size === 0)) settle()
   }
   const onResponseClose = (res: ServerResponse) => {
     pending.delete(res)
@@ -194,6 +236,12 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number, dr
       idleClosed++
     }
   }
+  let sessions: SessionDrain | undefined
+  if (h2 !== undefined) {
+    h2.onChange = checkDrained
+    sessions = drainSessions(h2, () => gracePassed)
+    idleClosed += sessions.idleClosed
+  }
   checkDrained()
 
   const graceTimer = delay(grace)
@@ -206,7 +254,7 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number, dr
     refuseFromNowOn()
   }
 
-  if (sockets.size > 0) {
+  if (sockets.size > 0 || (h2 !== undefined && h2.sessions.size > 0)) {
     const reason = withoutStack(() => new ShutdownError())
     // Tether's own requests: abort their scopes, which answers 503 or cuts them and seals them.
     for (const request of inflightRequests()) {
@@ -218,19 +266,23 @@ async function run(server: Server, sockets: Set<ServerSocket>, grace: number, dr
       if (isSealed(res) || res.writableEnded) continue
       abandon(res, SHUTTING_DOWN)
     }
-    if (pending.size > 0) {
+    if (sessions !== undefined) aborted += abandonStreams(sessions)
+    if (pending.size > 0 || (sessions !== undefined && sessions.pending.size > 0)) {
       const flush = delay(FLUSH_MS)
       await Promise.race([drained, flush.promise])
       flush.cancel()
     }
     for (const socket of sockets) socket.destroy()
+    if (h2 !== undefined) destroySessions(h2)
   }
+  if (h2 !== undefined) h2.onChange = undefined
   // Connections tether never saw (accepted before tracking began) are Node's to list: close them
-  // too. Then http's own close clears its timeout checker; the server itself is closed already.
-  server.closeAllConnections()
+  // too (an HTTP/2 server has no such list). Then http's own close clears its timeout checker;
+  // the server itself is closed already.
+  if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
   server.close(() => undefined)
   return {
-    finished,
+    finished: finished + (sessions?.finished ?? 0),
     aborted,
     refused: counters.refusedDuringShutdown - refusedBefore,
     drained: servedInDrain,

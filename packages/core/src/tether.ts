@@ -1,5 +1,4 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { adoptSocket } from './connections.js'
+import { adoptConnection } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { handlerEnded } from './delivery.js'
 import { CanceledError, isShutdown } from './errors.js'
@@ -24,6 +23,7 @@ import {
   lazyReason,
   Scope,
 } from './scope.js'
+import { type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
 import { checkBoolean, checkDuration, checkOptionsObject, checkTimeout, received } from './validate.js'
 
 /** Options shared by {@link createTether} and both adapters. All optional. */
@@ -127,10 +127,12 @@ const processWarnings: Logger = {
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 
 const kRecord = Symbol.for('tether.request')
-type TetheredResponse = ServerResponse & { [kRecord]?: TetheredRequest | undefined }
+type TetheredResponse = HttpResponse & { [kRecord]?: TetheredRequest | undefined }
 
 const responseFinished = () => new CanceledError('response finished')
 const clientClosed = () => new CanceledError('client closed the connection')
+// HTTP/2: one request of many on the connection was reset (RST_STREAM); its siblings go on.
+const clientReset = () => new CanceledError('client reset the stream')
 
 /** One request in flight: what the registry lists and what reacts when its scope aborts. */
 class TetheredRequest implements InflightEntry, AbortOwner {
@@ -149,7 +151,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     readonly tether: Tether,
     readonly method: string,
     readonly startedAt: number,
-    readonly server: Server | undefined,
+    readonly server: HttpServer | undefined,
     res: TetheredResponse,
     source: unknown,
   ) {
@@ -233,7 +235,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
       if (handlerEnded(res)) scope[kAbort](lazyReason(responseFinished))
       else {
         counters.clientClosed++
-        scope[kAbort](lazyReason(clientClosed))
+        scope[kAbort](lazyReason(streamOf(res) === undefined ? clientClosed : clientReset))
       }
     }
     this.res = undefined
@@ -341,8 +343,10 @@ export class Tether {
    * (`CanceledError`), and when the response is finished (`CanceledError`), so that work still
    * running learns it should stop. Nothing is left behind once the response closes.
    *
-   * @param req - the incoming request (`deadlineHeader` is read from it)
-   * @param res - its response (its `close` event ends the scope)
+   * @param req - the incoming request (`deadlineHeader` is read from it): `node:http`'s, or
+   *   `node:http2`'s compatibility request
+   * @param res - its response (its `close` event ends the scope); on HTTP/2, a reset of the
+   *   request's stream is the client hanging up
    * @param source - the adapter's own request object, handed back to the adapter's hooks
    * @returns the request's scope; run the handler inside it with `scope.run()`
    *
@@ -352,7 +356,7 @@ export class Tether {
    * http.createServer((req, res) => tether.attach(req, res).run(() => handler(req, res)))
    * ```
    */
-  attach(req: IncomingMessage, res: ServerResponse, source?: unknown): Scope {
+  attach(req: HttpRequest, res: HttpResponse, source?: unknown): Scope {
     const response = res as TetheredResponse
     // Attached already (a sub-app with its own tether(), tether mounted twice, or another copy of
     // the package): the first binding owns the request; this one can only tighten its deadline.
@@ -365,7 +369,7 @@ export class Tether {
     counters.requests++
     const startedAt = Date.now()
     const deadline = this.#deadline(req, startedAt)
-    const server = adoptSocket(req.socket)
+    const server = adoptConnection(req, res)
     const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, response, source)
     const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
     record.scope = scope
@@ -381,7 +385,7 @@ export class Tether {
    * The deadline of a request that arrived at `startedAt`: `timeout` or the caller's budget,
    * whichever is earlier. A header another binding has read already is not read (or counted) again.
    */
-  #deadline(req: IncomingMessage, startedAt: number, readAlready?: string): number | undefined {
+  #deadline(req: HttpRequest, startedAt: number, readAlready?: string): number | undefined {
     let deadline = this.timeout === undefined ? undefined : startedAt + this.timeout
     const header = this.deadlineHeader
     if (header !== undefined && header !== readAlready) {

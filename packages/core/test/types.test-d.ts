@@ -1,3 +1,7 @@
+import http from 'node:http'
+import http2 from 'node:http2'
+import https from 'node:https'
+import net from 'node:net'
 import { describe, expectTypeOf, it } from 'vitest'
 import {
   all,
@@ -6,8 +10,10 @@ import {
   createPool,
   createScope,
   createScopedFetch,
+  createTether,
   currentScope,
   type DeadlineExceededError,
+  hardenServer,
   inspect,
   isCanceled,
   isDeadlineExceeded,
@@ -16,8 +22,11 @@ import {
   type Scope,
   type ScopedFetch,
   type Settled,
+  type ShutdownReport,
   scopedFetch,
+  shutdown,
   TaskGroup,
+  trackConnections,
 } from '../src/index.js'
 
 describe('public types', () => {
@@ -84,5 +93,22 @@ describe('public types', () => {
     expectTypeOf<OutboundOrigin['queued']>().toEqualTypeOf<number>()
     // @ts-expect-error the transport options are numbers
     createScopedFetch({ connections: '8' })
+  })
+
+  it('takes node:http, node:https and node:http2 servers and requests without casts', () => {
+    const binding = createTether()
+    http.createServer((req, res) => expectTypeOf(binding.attach(req, res)).toEqualTypeOf<Scope>())
+    http2.createServer((req, res) => expectTypeOf(binding.attach(req, res)).toEqualTypeOf<Scope>())
+    http2.createSecureServer({}, (req, res) => binding.attach(req, res))
+    const cleartext = http2.createServer()
+    const secure = http2.createSecureServer({})
+    expectTypeOf(hardenServer(cleartext)).toEqualTypeOf<http2.Http2Server>()
+    expectTypeOf(hardenServer(secure, { maxConcurrentStreams: 50 })).toEqualTypeOf<http2.Http2SecureServer>()
+    expectTypeOf(hardenServer(https.createServer())).toEqualTypeOf<https.Server>()
+    expectTypeOf(trackConnections(cleartext)).toEqualTypeOf<http2.Http2Server>()
+    expectTypeOf(shutdown(secure)).resolves.toEqualTypeOf<ShutdownReport>()
+    expectTypeOf(shutdown(http.createServer(), { grace: 1 })).resolves.toEqualTypeOf<ShutdownReport>()
+    // @ts-expect-error a net.Server is not an HTTP server
+    hardenServer(new net.Server())
   })
 })
