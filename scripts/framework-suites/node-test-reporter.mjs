@@ -1,0 +1,52 @@
+// A node:test reporter (Fastify's suite runs on node:test through borp) that writes one line of
+// JSON per test: { file, title, status, message }. Titles join the names of enclosing tests with
+// " > ". node:test reports a test's result after its subtests' results, so the results seen at
+// nesting n + 1 since the last result at nesting n are that test's subtests.
+import { relative } from 'node:path'
+
+function message(error) {
+  const cause = error?.cause ?? error
+  if (cause === undefined || cause === null) return ''
+  const text = cause.message ?? String(cause)
+  return String(text).split('\n').slice(0, 6).join('\n')
+}
+
+export default async function* reporter(source) {
+  const levels = new Map() // file -> array of arrays of finished nodes, by nesting
+  const flush = (file, node, prefix) => {
+    const title = prefix ? `${prefix} > ${node.name}` : node.name
+    const lines = []
+    if (node.children.length === 0) {
+      lines.push({ file, title, status: node.status, message: node.message })
+    } else {
+      for (const child of node.children) lines.push(...flush(file, child, title))
+      // A parent failing for its own reason (a hook, a crash), not only because a subtest failed.
+      if (node.status === 'fail' && node.failureType !== 'subtestsFailed') {
+        lines.push({ file, title, status: 'fail', message: node.message })
+      }
+    }
+    return lines
+  }
+  for await (const event of source) {
+    if (event.type !== 'test:pass' && event.type !== 'test:fail') continue
+    const data = event.data
+    const file = data.file ? relative(process.cwd(), data.file) : '(unknown)'
+    let byLevel = levels.get(file)
+    if (byLevel === undefined) levels.set(file, (byLevel = []))
+    const children = byLevel[data.nesting + 1] ?? []
+    byLevel[data.nesting + 1] = []
+    const skipped = data.skip !== undefined || data.todo !== undefined
+    const node = {
+      name: data.name,
+      status: event.type === 'test:fail' ? 'fail' : skipped ? 'skip' : 'pass',
+      failureType: data.details?.error?.failureType,
+      message: event.type === 'test:fail' ? message(data.details?.error) : '',
+      children,
+    }
+    if (data.nesting === 0) {
+      for (const line of flush(file, node, '')) yield `${JSON.stringify(line)}\n`
+    } else {
+      ;(byLevel[data.nesting] ??= []).push(node)
+    }
+  }
+}
