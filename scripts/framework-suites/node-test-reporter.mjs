@@ -27,26 +27,43 @@ export default async function* reporter(source) {
     }
     return lines
   }
+  const stderr = new Map() // file -> the tail of what its process wrote to stderr
   for await (const event of source) {
-    if (event.type !== 'test:pass' && event.type !== 'test:fail') continue
     const data = event.data
-    const file = data.file ? relative(process.cwd(), data.file) : '(unknown)'
+    const file = data?.file ? relative(process.cwd(), data.file) : '(unknown)'
+    if (event.type === 'test:stderr') {
+      stderr.set(file, `${stderr.get(file) ?? ''}${data.message}`.slice(-1500))
+      continue
+    }
+    if (event.type !== 'test:pass' && event.type !== 'test:fail') continue
     let byLevel = levels.get(file)
-    if (byLevel === undefined) levels.set(file, (byLevel = []))
+    if (byLevel === undefined) {
+      byLevel = []
+      levels.set(file, byLevel)
+    }
     const children = byLevel[data.nesting + 1] ?? []
     byLevel[data.nesting + 1] = []
     const skipped = data.skip !== undefined || data.todo !== undefined
+    // A test file whose process failed outside any test (an uncaught error, a non-zero exit) is
+    // reported as a test named after the file; what the process wrote to stderr says why.
+    const wholeFile = data.name === data.file
     const node = {
-      name: data.name,
+      name: wholeFile ? '(the test file itself)' : data.name,
       status: event.type === 'test:fail' ? 'fail' : skipped ? 'skip' : 'pass',
       failureType: data.details?.error?.failureType,
-      message: event.type === 'test:fail' ? message(data.details?.error) : '',
+      message:
+        event.type !== 'test:fail'
+          ? ''
+          : wholeFile
+            ? `${message(data.details?.error)}; stderr: ${(stderr.get(file) ?? '').trim().split('\n').slice(-6).join('\n')}`
+            : message(data.details?.error),
       children,
     }
     if (data.nesting === 0) {
       for (const line of flush(file, node, '')) yield `${JSON.stringify(line)}\n`
     } else {
-      ;(byLevel[data.nesting] ??= []).push(node)
+      if (byLevel[data.nesting] === undefined) byLevel[data.nesting] = []
+      byLevel[data.nesting].push(node)
     }
   }
 }

@@ -10,6 +10,8 @@
 // TETHER_SUITE_KIND    express | fastify
 // TETHER_SUITE_MODE    tether (default) | noop: the same wiring with a middleware or plugin that does
 //                      nothing, to tell tether's effects from those of having anything mounted first
+//                      | hooks (Fastify): a plugin adding tether's decorator and hooks, each doing
+//                      nothing, to tell tether's effects from those of the hooks' mere presence
 // TETHER_SUITE_REPORT  file to which each process appends, at exit, a line of JSON with tether's
 //                      `inspect()` (requests still in flight, lingering tasks, counters)
 'use strict'
@@ -44,11 +46,35 @@ function wrapExpress(createApplication) {
   function express(...args) {
     const app = createApplication.apply(this, args)
     // A fresh middleware per app, as a user would write it.
-    app.use(mode === 'noop' ? noop : tether())
+    app.use(mode === 'tether' ? tether() : noop)
     return app
   }
   copyStatics(createApplication, express)
   return express
+}
+
+function appendHook(existing, hook) {
+  if (existing === undefined) return [hook]
+  return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
+}
+
+function passThrough(_request, _reply, done) {
+  done()
+}
+
+// tether's footprint on an instance without its behaviour: the same decorator and the same hooks,
+// each doing nothing. A test that fails with this as well counts hooks, not what tether does.
+async function hooksPlugin(app) {
+  app.decorateRequest('scope', null)
+  app.addHook('onRequest', passThrough)
+  app.addHook('preClose', async () => {})
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method]
+    if (methods.some((method) => method !== 'GET' && method !== 'HEAD' && method !== 'TRACE')) {
+      route.preValidation = appendHook(route.preValidation, passThrough)
+    }
+    route.preHandler = appendHook(route.preHandler, passThrough)
+  })
 }
 
 function wrapFastify(original) {
@@ -56,7 +82,9 @@ function wrapFastify(original) {
   const plugin =
     mode === 'noop'
       ? fp(async function noopPlugin() {}, { fastify: '5.x', name: 'noop-plugin' })
-      : require(path.join(root, 'packages/fastify/dist/index.js')).default
+      : mode === 'hooks'
+        ? fp(hooksPlugin, { fastify: '5.x', name: 'hooks-plugin' })
+        : require(path.join(root, 'packages/fastify/dist/index.js')).default
   function fastify(...args) {
     const app = original.apply(this, args)
     app.register(plugin)
@@ -73,12 +101,11 @@ const original = require(target)
 require.cache[target].exports = kind === 'express' ? wrapExpress(original) : wrapFastify(original)
 
 if (report) {
-  process.on('exit', (code) => {
+  process.on('exit', () => {
     const snapshot = core.inspect()
     const line = {
       pid: process.pid,
       argv: process.argv.slice(1),
-      code,
       inflight: snapshot.inflight,
       lingering: snapshot.lingering.length,
       counters: snapshot.counters,
