@@ -99,10 +99,12 @@ function tally(results) {
 
 // Each test process appends what tether's registry held when it exited.
 function registrySummary(lines) {
-  const summary = { processes: lines.length, requests: 0, inflight: [], lingering: 0 }
+  const summary = { processes: lines.length, requests: 0, inflight: [], unanswered: 0, stuck: 0, lingering: 0 }
   for (const line of lines) {
     summary.requests += line.counters.requests
     summary.lingering += line.lingering
+    summary.unanswered += line.unanswered
+    summary.stuck += line.stuck
     for (const request of line.inflight) summary.inflight.push({ process: line.argv.at(-1), ...request })
   }
   return summary
@@ -272,12 +274,15 @@ function print({ suite, bare, tethered, regressions, missing }) {
     for (const key of missing.slice(0, 20)) lines.push(`    ${key}`)
   }
   const registry = tethered.registry
+  // A request the suite itself never answers is rightly in flight at exit; one whose response is
+  // over while its scope has not ended, or more in flight than unanswered, is tether's leak.
+  const leaked = registry.stuck + Math.max(0, registry.inflight.length - registry.unanswered)
   lines.push(
-    `  tether's registry: ${registry.requests} requests over ${registry.processes} process(es); left in flight at exit: ${registry.inflight.length}; lingering tasks: ${registry.lingering}`,
+    `  tether's registry: ${registry.requests} requests over ${registry.processes} process(es); in flight at exit: ${registry.inflight.length} (responses the suite never ended: ${registry.unanswered}); ended responses whose scope did not end: ${registry.stuck}; lingering tasks: ${registry.lingering}`,
   )
-  for (const request of registry.inflight.slice(0, 20)) lines.push(`    ${JSON.stringify(request)}`)
+  if (leaked > 0) for (const request of registry.inflight.slice(0, 20)) lines.push(`    ${JSON.stringify(request)}`)
   console.log(lines.join('\n'))
-  return real.length === 0 && missing.length === 0 && registry.inflight.length === 0
+  return real.length === 0 && missing.length === 0 && leaked === 0
 }
 
 mkdirSync(cache, { recursive: true })

@@ -100,13 +100,35 @@ function wrapFastify(original) {
 const original = require(target)
 require.cache[target].exports = kind === 'express' ? wrapExpress(original) : wrapFastify(original)
 
+// Every response tether binds, with its scope: at exit, a response still open is one the suite
+// never answered (tether rightly lists it in flight); a response that is over while its scope has
+// not ended is one tether failed to let go of.
+const attached = []
+if (report && mode === 'tether') {
+  const attach = core.Tether.prototype.attach
+  core.Tether.prototype.attach = function attachAndRecord(req, res, source) {
+    const scope = attach.call(this, req, res, source)
+    attached.push({ res, scope })
+    return scope
+  }
+}
+
 if (report) {
   process.on('exit', () => {
     const snapshot = core.inspect()
+    let unanswered = 0
+    let stuck = 0
+    for (const { res, scope } of attached) {
+      const over = res.writableFinished || res.destroyed
+      if (!over) unanswered++
+      else if (!scope.signal.aborted) stuck++
+    }
     const line = {
       pid: process.pid,
       argv: process.argv.slice(1),
       inflight: snapshot.inflight,
+      unanswered,
+      stuck,
       lingering: snapshot.lingering.length,
       counters: snapshot.counters,
     }
