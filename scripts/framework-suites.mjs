@@ -234,7 +234,9 @@ function compare(suite) {
   for (const [key, result] of tethered.results) {
     if (result.status !== 'fail') continue
     const before = bare.results.get(key)
-    if (before?.status === 'pass') regressions.push({ key, file: result.file, message: result.message })
+    // Absent bare: a test file whose process failed only with tether (see the reporter).
+    if (before === undefined || before.status === 'pass')
+      regressions.push({ key, file: result.file, message: result.message })
   }
   const missing = [...bare.results.keys()].filter((key) => !tethered.results.has(key))
   // The same files once more with a do-nothing middleware or plugin in tether's place, then (Fastify)
