@@ -109,11 +109,16 @@ describe.each(variants)('$name: a request scope on a stream', (variant) => {
     running = await variant.start({})
     const session = running.connect()
     await request(session, '/fast')
-    const goaway = new Promise<number>((resolve) => session.once('goaway', (code) => resolve(code)))
-    // Open and cancel streams until the server gives up on the session (Node's nghttp2 limits
-    // close it after about a thousand resets); bounded, in case it never does.
+    let goaway: number | undefined
+    session.once('goaway', (code) => {
+      goaway = code
+    })
+    // Open and cancel streams until the server gives up on the session (Node 24 and 26 close it
+    // after about a thousand resets; Node 22 over TLS absorbs the flood instead). Bounded in count
+    // and time, in case it never does.
     let opened = 0
-    while (!session.closed && !session.destroyed && opened < 20_000) {
+    const until = Date.now() + 5_000
+    while (!session.closed && !session.destroyed && opened < 5_000 && Date.now() < until) {
       for (let i = 0; i < 100 && !session.closed && !session.destroyed; i++, opened++) {
         const stream = session.request({ ':path': '/hang' })
         stream.on('error', () => undefined)
@@ -121,7 +126,10 @@ describe.each(variants)('$name: a request scope on a stream', (variant) => {
       }
       await new Promise((resolve) => setImmediate(resolve))
     }
-    expect(await goaway).not.toBe(NGHTTP2_NO_ERROR)
+    expect(opened).toBeGreaterThan(100)
+    // Whatever Node did with the session, a GOAWAY it sent says the session was at fault.
+    expect(goaway === undefined || goaway !== NGHTTP2_NO_ERROR).toBe(true)
+    session.destroy()
     await eventually(() => inspect().inflight.length === 0, 5_000, 'nothing in flight')
     // The server is still there for others.
     expect((await request(running.connect(), '/fast')).status).toBe(200)
