@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { has, median, onCore, pinned, startServer } from './lib.mjs'
+import { has, interleave, onCore, pinned, startServer } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -83,35 +83,9 @@ async function comparePair(pair) {
     const { cpuMicros } = await server.ask('end')
     return { cpuPerRequest: cpuMicros / requests, rate }
   }
-  for (let i = 0; i < 2; i++) {
-    await measure(pair.baseline)
-    await measure(pair.candidate)
-  }
-  const cpuRatios = []
-  const rateRatios = []
-  const base = []
-  const cand = []
-  for (let round = 0; round < rounds; round++) {
-    const first = round % 2 === 0
-    const a = first ? await measure(pair.baseline) : undefined
-    const b = await measure(pair.candidate)
-    const baseline = a ?? (await measure(pair.baseline))
-    base.push(baseline)
-    cand.push(b)
-    cpuRatios.push(baseline.cpuPerRequest / b.cpuPerRequest)
-    rateRatios.push(b.rate / baseline.rate)
-  }
+  const result = await interleave(pair, rounds, measure)
   server.stop()
-  return {
-    ...pair,
-    cpuRatio: median(cpuRatios),
-    cpuRatios,
-    rateRatio: median(rateRatios),
-    baselineCpuUs: median(base.map((w) => w.cpuPerRequest)),
-    candidateCpuUs: median(cand.map((w) => w.cpuPerRequest)),
-    baselineRate: median(base.map((w) => w.rate)),
-    candidateRate: median(cand.map((w) => w.rate)),
-  }
+  return result
 }
 
 const results = []

@@ -44,3 +44,39 @@ export function startServer(script, args = [], nodeFlags = []) {
     })
   return { child, ask, stop: () => child.send('exit') }
 }
+
+/**
+ * Compares the two contenders of `pair` side by side: two warm-up windows each, then `rounds`
+ * rounds alternating which goes first, and the median of per-round ratios. `measure(contender)`
+ * runs one load window and resolves with `{ cpuPerRequest, rate }`.
+ */
+export async function interleave(pair, rounds, measure) {
+  for (let i = 0; i < 2; i++) {
+    await measure(pair.baseline)
+    await measure(pair.candidate)
+  }
+  const cpuRatios = []
+  const rateRatios = []
+  const base = []
+  const cand = []
+  for (let round = 0; round < rounds; round++) {
+    const first = round % 2 === 0
+    const a = first ? await measure(pair.baseline) : undefined
+    const b = await measure(pair.candidate)
+    const baseline = a ?? (await measure(pair.baseline))
+    base.push(baseline)
+    cand.push(b)
+    cpuRatios.push(baseline.cpuPerRequest / b.cpuPerRequest)
+    rateRatios.push(b.rate / baseline.rate)
+  }
+  return {
+    ...pair,
+    cpuRatio: median(cpuRatios),
+    cpuRatios,
+    rateRatio: median(rateRatios),
+    baselineCpuUs: median(base.map((w) => w.cpuPerRequest)),
+    candidateCpuUs: median(cand.map((w) => w.cpuPerRequest)),
+    baselineRate: median(base.map((w) => w.rate)),
+    candidateRate: median(cand.map((w) => w.rate)),
+  }
+}

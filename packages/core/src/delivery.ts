@@ -1,6 +1,6 @@
 import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { trackServer } from './connections.js'
+import { everyCheckInterval, trackServer } from './connections.js'
 import { counters } from './registry.js'
 import type { HttpResponse } from './transport.js'
 import { checkDuration, optional, received } from './validate.js'
@@ -122,7 +122,6 @@ type WatchedSocket = Socket & {
   _handle?: { writeQueueSize?: number } | null
   [kWatch]?: Watch | undefined
 }
-type WatchedServer = Server & { [kWatcher]?: NodeJS.Timeout }
 
 /**
  * How many bytes of a socket's output the kernel has taken. A write's callback, which shrinks
@@ -201,21 +200,17 @@ function inspectSocket(socket: WatchedSocket, settings: DeliverySettings, now: n
  * @internal
  */
 export function watchDelivery(server: Server, settings: DeliverySettings, checkInterval: number): void {
-  const watched = server as WatchedServer
-  if (watched[kWatcher] !== undefined) clearInterval(watched[kWatcher])
-  watched[kWatcher] = undefined
-  if (settings.writeTimeout === 0 && settings.minResponseRate === 0) return
+  const off = settings.writeTimeout === 0 && settings.minResponseRate === 0
   const sockets = trackServer(server).sockets as Set<WatchedSocket>
-  const timer = setInterval(() => {
-    const now = Date.now()
-    for (const socket of sockets) inspectSocket(socket, settings, now)
-  }, checkInterval)
-  timer.unref()
-  watched[kWatcher] = timer
-  server.once('close', () => {
-    if (watched[kWatcher] === timer) {
-      clearInterval(timer)
-      watched[kWatcher] = undefined
-    }
-  })
+  everyCheckInterval(
+    server,
+    kWatcher,
+    checkInterval,
+    off
+      ? undefined
+      : () => {
+          const now = Date.now()
+          for (const socket of sockets) inspectSocket(socket, settings, now)
+        },
+  )
 }

@@ -1,6 +1,6 @@
 import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { trackServer } from './connections.js'
+import { everyCheckInterval, trackServer } from './connections.js'
 import { counters } from './registry.js'
 import { checkCount } from './validate.js'
 
@@ -23,7 +23,6 @@ type IdleSocket = Socket & {
   [kIdleSince]?: number | undefined
   [kIdleRead]?: number
 }
-type WatchedServer = Server & { [kIdleWatcher]?: NodeJS.Timeout }
 
 /**
  * Validates `maxIdleConnections`.
@@ -70,31 +69,27 @@ function isIdle(socket: IdleSocket, now: number): boolean {
  * @internal
  */
 export function watchIdle(server: Server, max: number, checkInterval: number): void {
-  const watched = server as WatchedServer
-  if (watched[kIdleWatcher] !== undefined) clearInterval(watched[kIdleWatcher])
-  watched[kIdleWatcher] = undefined
-  if (max === Number.POSITIVE_INFINITY) return
   const sockets = trackServer(server).sockets as Set<IdleSocket>
-  const timer = setInterval(() => {
-    const now = Date.now()
-    let idle = 0
-    for (const socket of sockets) if (isIdle(socket, now)) idle++
-    if (idle <= max) return
-    // Over the bound, which is rare: only then is the idle list built and sorted.
-    const oldest = [...sockets]
-      .filter((socket) => socket[kIdleSince] !== undefined && socket[kIdleRead] === socket.bytesRead)
-      .sort((a, b) => (a[kIdleSince] as number) - (b[kIdleSince] as number))
-    for (const socket of oldest.slice(0, idle - max)) {
-      counters.idleEvicted++
-      socket.destroy()
-    }
-  }, checkInterval)
-  timer.unref()
-  watched[kIdleWatcher] = timer
-  server.once('close', () => {
-    if (watched[kIdleWatcher] === timer) {
-      clearInterval(timer)
-      watched[kIdleWatcher] = undefined
-    }
-  })
+  const off = max === Number.POSITIVE_INFINITY
+  everyCheckInterval(
+    server,
+    kIdleWatcher,
+    checkInterval,
+    off
+      ? undefined
+      : () => {
+          const now = Date.now()
+          let idle = 0
+          for (const socket of sockets) if (isIdle(socket, now)) idle++
+          if (idle <= max) return
+          // Over the bound, which is rare: only then is the idle list built and sorted.
+          const oldest = [...sockets]
+            .filter((socket) => socket[kIdleSince] !== undefined && socket[kIdleRead] === socket.bytesRead)
+            .sort((a, b) => (a[kIdleSince] as number) - (b[kIdleSince] as number))
+          for (const socket of oldest.slice(0, idle - max)) {
+            counters.idleEvicted++
+            socket.destroy()
+          }
+        },
+  )
 }
