@@ -141,7 +141,39 @@ export function shutdown(server: HttpServer, options?: ShutdownOptions): Promise
   checkServer('shutdown()', server)
   const { grace, drain } = resolveShutdown(options)
   const state = trackServer(server)
-  state.shutdown ??= run(state, grace, Math.min(drain, grace))
+  state.shutdown ??= run(state, grace, Math.min(drain, grace), false)
+  return state.shutdown as Promise<ShutdownReport>
+}
+
+/**
+ * {@link shutdown} for an adapter whose framework has its own close contract (Fastify's
+ * `app.close()`), run before the framework closes the server. It stops accepting, closes the
+ * connections idle when it begins, gives in-flight requests `grace`, then aborts their scopes with
+ * a `ShutdownError`, answers 503 and closes every connection left, like {@link shutdown}. What the
+ * framework promises is left to it:
+ *
+ * - requests arriving on open connections reach the framework's own listeners, which answer them
+ *   (Fastify: 503 with `Connection: close`, or served with `Connection: close` under
+ *   `return503OnClosing: false`), and count as in flight;
+ * - an in-flight response keeps the keep-alive it was promised, so a kept-alive or pipelined
+ *   follow-up gets the framework's answer rather than a refused connection;
+ * - once nothing is in flight it resolves without closing the connections left (idle ones) or the
+ *   server: the framework's own close does (Node's `server.close()` closes idle connections).
+ *
+ * `drain` keeps the connections idle at the start open that long, as in {@link shutdown}.
+ *
+ * @param server - the framework's server
+ * @param options - `grace` and `drain`, as resolved by {@link resolveShutdown}
+ * @returns the same report as {@link shutdown}; `refused` counts only tether's own answers
+ * @throws TypeError for anything that is not a Node server
+ */
+export function shutdownBeforeFrameworkClose(
+  server: HttpServer,
+  options: Required<ShutdownOptions>,
+): Promise<ShutdownReport> {
+  checkServer('shutdown()', server)
+  const state = trackServer(server)
+  state.shutdown ??= run(state, options.grace, Math.min(options.drain, options.grace), true)
   return state.shutdown as Promise<ShutdownReport>
 }
 
@@ -158,7 +190,9 @@ export function resolveShutdown(options?: ShutdownOptions): Required<ShutdownOpt
   }
 }
 
-async function run(state: ServerState, grace: number, drain: number): Promise<ShutdownReport> {
+// `framework`: the framework answers requests during close and closes the server itself (see
+// shutdownBeforeFrameworkClose).
+async function run(state: ServerState, grace: number, drain: number, framework: boolean): Promise<ShutdownReport> {
   // An HTTP/2 server with allowHTTP1 is both: its HTTP/1.1 connections are the sockets below.
   const server = state.server as Server
   const sockets = state.sockets as Set<ServerSocket>
@@ -194,45 +228,67 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
       }
     }
   }
+  let gracePassed = false
   let drainTimer: NodeJS.Timeout | undefined
+  const pending = new Set<ServerResponse>()
+  let settle: () => void = () => undefined
+  const drained = new Promise<void>((resolve) => {
+    settle = resolve
+  })
+  // Without the framework: every connection closed. With it: nothing in flight and the drain over;
+  // the connections left are idle, and the framework's close closes them.
+  const checkDrained = () => {
+    if (h2 !== undefined && h2.sessions.size > 0) return
+    if (framework ? pending.size === 0 && drainTimer === undefined : sockets.size === 0) settle()
+  }
+  const onResponseClose = (res: ServerResponse, inFlight: boolean) => {
+    pending.delete(res)
+    if (inFlight && !gracePassed && res.writableEnded) finished++
+    if (framework) {
+      checkDrained()
+      return
+    }
+    // Keep-alive was promised before shutdown began: close the connection now that it is idle.
+    const socket = res.socket as ServerSocket | null
+    if (socket && !socket._httpMessage) socket.destroy()
+  }
+  // The framework answers requests arriving on open connections; they are in flight until done.
+  // Only during shutdown: no cost per request otherwise.
+  const trackArrival = (_req: IncomingMessage, res: ServerResponse) => {
+    if (gracePassed || res.writableEnded) return
+    pending.add(res)
+    res.once('close', () => onResponseClose(res, false))
+  }
+
+  if (framework) server.prependListener('request', trackArrival)
   if (drain > 0) {
     // The framework's own listeners keep serving (Fastify's answer while closing included).
     server.prependListener('request', closeAfterResponse)
     drainTimer = setTimeout(() => {
       drainTimer = undefined
       server.removeListener('request', closeAfterResponse)
-      refuseFromNowOn()
+      if (!framework) refuseFromNowOn()
       closeIdle()
+      checkDrained()
     }, drain)
-  } else {
+  } else if (!framework) {
     refuseFromNowOn()
   }
 
-  let gracePassed = false
-  const pending = new Set<ServerResponse>()
-  let settle: () => void = () => undefined
-  const drained = new Promise<void>((resolve) => {
-    settle = resolve
-  })
-  const checkDrained = () => {
-    if (sockets.size === 0 && (h2 === undefined || h2.sessions.size === 0)) settle()
-  }
-  const onResponseClose = (res: ServerResponse) => {
-    pending.delete(res)
-    if (!gracePassed && res.writableEnded) finished++
-    // Keep-alive was promised before shutdown began: close the connection now that it is idle.
-    const socket = res.socket as ServerSocket | null
-    if (socket && !socket._httpMessage) socket.destroy()
-  }
   for (const socket of sockets) {
     socket.once('close', checkDrained)
     const res = socket._httpMessage
     if (res && !res.writableEnded) {
       pending.add(res)
-      if (!res.headersSent) res.shouldKeepAlive = false // Node then answers with Connection: close
-      res.once('close', () => onResponseClose(res))
-    } else if (socket.bytesRead > 0 && drain === 0) {
-      socket.destroy() // idle keep-alive
+      // Node then answers with Connection: close. A framework keeps the keep-alive it promised:
+      // Fastify answers the follow-up itself (its close tests expect a 503, not a refusal).
+      if (!res.headersSent && !framework) res.shouldKeepAlive = false
+      res.once('close', () => onResponseClose(res, true))
+    } else if (socket.bytesRead > 0 && drain === 0 && !(framework && res)) {
+      // Idle keep-alive. With a framework, a connection whose response has ended but not left it
+      // may hold a pipelined request Node has not parsed yet: Node's own close decides (its
+      // parser knows), as Fastify's close-pipelining tests expect.
+      socket.destroy()
       idleClosed++
     }
   }
@@ -248,13 +304,16 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
   await Promise.race([drained, graceTimer.promise])
   graceTimer.cancel()
   gracePassed = true
+  if (framework) server.removeListener('request', trackArrival)
   if (drainTimer !== undefined) {
     clearTimeout(drainTimer)
+    drainTimer = undefined
     server.removeListener('request', closeAfterResponse)
-    refuseFromNowOn()
+    if (!framework) refuseFromNowOn()
   }
 
-  if (sockets.size > 0 || (h2 !== undefined && h2.sessions.size > 0)) {
+  const left = framework ? pending.size > 0 : sockets.size > 0
+  if (left || (h2 !== undefined && h2.sessions.size > 0)) {
     const reason = withoutStack(() => new ShutdownError())
     // Tether's own requests: abort their scopes, which answers 503 or cuts them and seals them.
     for (const request of inflightRequests()) {
@@ -279,8 +338,10 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
   // Connections tether never saw (accepted before tracking began) are Node's to list: close them
   // too (an HTTP/2 server has no such list). Then http's own close clears its timeout checker;
   // the server itself is closed already.
-  if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
-  server.close(() => undefined)
+  if (!framework) {
+    if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+    server.close(() => undefined)
+  }
   return {
     finished: finished + (sessions?.finished ?? 0),
     aborted,

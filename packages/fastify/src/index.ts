@@ -7,7 +7,7 @@ import {
   resolveShutdown,
   routeTimeout,
   type Scope,
-  shutdown,
+  shutdownBeforeFrameworkClose,
   swallowLateWrites,
   type TetherAdapter,
   type TetherOptions,
@@ -146,9 +146,18 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
 
   if (hardening !== undefined) hardenServer(app.server, hardening)
   else trackConnections(app.server)
+  // Fastify stops and closes only a server it listened on itself (fastify.js's close: a
+  // serverFactory server the user listens on is left alone), so the plugin does the same.
+  let listenedByFastify = false
+  app.addHook('onListen', function tetherOnListen(done) {
+    listenedByFastify = true
+    done()
+  })
   // app.close() drains, then aborts, in-flight requests (Fastify alone would only refuse new ones).
+  // Fastify keeps its own part: its answer to requests during close (return503OnClosing), and
+  // closing the server and its idle connections after this hook.
   app.addHook('preClose', async () => {
-    if (app.server.listening) await shutdown(app.server, shutdownOptions)
+    if (listenedByFastify && app.server.listening) await shutdownBeforeFrameworkClose(app.server, shutdownOptions)
   })
 
   app.decorateRequest('scope', null as unknown as Scope)
