@@ -68,6 +68,14 @@ export interface ShutdownReport {
 // connection left is destroyed: a handler that ignores its signal cannot hold shutdown longer.
 const FLUSH_MS = 1_000
 
+// With a framework that keeps the keep-alive it promised (see shutdownBeforeFrameworkClose), how
+// long a connection whose response has just ended stays open for the client's next request, which
+// then gets the framework's own answer. A client that reuses the connection sends it within a round
+// trip of the response (undici and Node's agent at once); half a second covers a loaded machine.
+// Past it the connection is idle like any other and is closed, so close() does not wait for the
+// keep-alive timeout (Fastify alone would: 72 s by default).
+const LINGER_MS = 500
+
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
 
 function refuse(_req: IncomingMessage, res: ServerResponse): void {
@@ -141,40 +149,41 @@ export function shutdown(server: HttpServer, options?: ShutdownOptions): Promise
   checkServer('shutdown()', server)
   const { grace, drain } = resolveShutdown(options)
   const state = trackServer(server)
-  state.shutdown ??= run(state, grace, Math.min(drain, grace), false)
+  state.shutdown ??= run(state, grace, Math.min(drain, grace))
   return state.shutdown as Promise<ShutdownReport>
 }
 
 /**
- * {@link shutdown} for an adapter whose framework has its own close contract (Fastify's
- * `app.close()`), run before the framework closes the server. It stops accepting, closes the
- * connections idle when it begins, gives in-flight requests `grace`, then aborts their scopes with
- * a `ShutdownError`, answers 503 and closes every connection left, like {@link shutdown}. What the
- * framework promises is left to it:
+ * Starts {@link shutdown} for an adapter whose framework has its own close contract (Fastify's
+ * `app.close()`), before the framework closes the server. It stops accepting, gives in-flight
+ * requests `grace`, then aborts their scopes with a `ShutdownError`, answers 503 and closes every
+ * connection left, like {@link shutdown}; what the framework promises is left to it:
  *
  * - requests arriving on open connections reach the framework's own listeners, which answer them
  *   (Fastify: 503 with `Connection: close`, or served with `Connection: close` under
- *   `return503OnClosing: false`), and count as in flight;
+ *   `return503OnClosing: false`);
  * - an in-flight response keeps the keep-alive it was promised, so a kept-alive or pipelined
  *   follow-up gets the framework's answer rather than a refused connection;
- * - once nothing is in flight it resolves without closing the connections left (idle ones) or the
- *   server: the framework's own close does (Node's `server.close()` closes idle connections).
+ * - idle connections, and the server itself, are closed by the framework's own close (Node's
+ *   `server.close()` closes idle connections): tether closes them only with a `drain` (at its end)
+ *   or when the grace period runs out.
  *
- * `drain` keeps the connections idle at the start open that long, as in {@link shutdown}.
+ * The shutdown then goes on by itself; {@link shutdown} on the same server returns it, and its
+ * report (where `refused` counts only tether's own answers, none here).
  *
  * @param server - the framework's server
  * @param options - `grace` and `drain`, as resolved by {@link resolveShutdown}
- * @returns the same report as {@link shutdown}; `refused` counts only tether's own answers
+ * @returns a promise that resolves when the framework may close the server: once the drain is over,
+ *   at once without one
  * @throws TypeError for anything that is not a Node server
  */
-export function shutdownBeforeFrameworkClose(
-  server: HttpServer,
-  options: Required<ShutdownOptions>,
-): Promise<ShutdownReport> {
+export function shutdownBeforeFrameworkClose(server: HttpServer, options: Required<ShutdownOptions>): Promise<void> {
   checkServer('shutdown()', server)
   const state = trackServer(server)
-  state.shutdown ??= run(state, options.grace, Math.min(options.drain, options.grace), true)
-  return state.shutdown as Promise<ShutdownReport>
+  if (state.shutdown !== undefined) return Promise.resolve()
+  return new Promise<void>((ready) => {
+    state.shutdown = run(state, options.grace, Math.min(options.drain, options.grace), ready)
+  })
 }
 
 /**
@@ -190,9 +199,17 @@ export function resolveShutdown(options?: ShutdownOptions): Required<ShutdownOpt
   }
 }
 
-// `framework`: the framework answers requests during close and closes the server itself (see
-// shutdownBeforeFrameworkClose).
-async function run(state: ServerState, grace: number, drain: number, framework: boolean): Promise<ShutdownReport> {
+// With `frameworkMayClose`, the framework answers requests during close and closes the server
+// itself (see shutdownBeforeFrameworkClose); it is called once the framework may: when the drain
+// is over, or once in-flight scopes are aborted (a grace of 0: Fastify's forceCloseConnections
+// destroys every connection right after, and the scopes must see a ShutdownError, not a hang-up).
+async function run(
+  state: ServerState,
+  grace: number,
+  drain: number,
+  frameworkMayClose?: () => void,
+): Promise<ShutdownReport> {
+  const framework = frameworkMayClose !== undefined
   // An HTTP/2 server with allowHTTP1 is both: its HTTP/1.1 connections are the sockets below.
   const server = state.server as Server
   const sockets = state.sockets as Set<ServerSocket>
@@ -229,38 +246,33 @@ async function run(state: ServerState, grace: number, drain: number, framework: 
     }
   }
   let gracePassed = false
-  let drainTimer: NodeJS.Timeout | undefined
   const pending = new Set<ServerResponse>()
   let settle: () => void = () => undefined
   const drained = new Promise<void>((resolve) => {
     settle = resolve
   })
-  // Without the framework: every connection closed. With it: nothing in flight and the drain over;
-  // the connections left are idle, and the framework's close closes them.
   const checkDrained = () => {
-    if (h2 !== undefined && h2.sessions.size > 0) return
-    if (framework ? pending.size === 0 && drainTimer === undefined : sockets.size === 0) settle()
+    if (sockets.size === 0 && (h2 === undefined || h2.sessions.size === 0)) settle()
   }
-  const onResponseClose = (res: ServerResponse, inFlight: boolean) => {
+  const lingerThenClose = (socket: ServerSocket) => {
+    const timer = setTimeout(() => {
+      if (socket._httpMessage || socket.destroyed) return // carrying the next request: in flight
+      socket.destroy()
+      idleClosed++
+    }, LINGER_MS).unref()
+    socket.once('close', () => clearTimeout(timer))
+  }
+  // The socket is taken when the response is: Node detaches it from the response once it ends.
+  const onResponseClose = (res: ServerResponse, socket: ServerSocket) => {
     pending.delete(res)
-    if (inFlight && !gracePassed && res.writableEnded) finished++
-    if (framework) {
-      checkDrained()
-      return
-    }
+    if (!gracePassed && res.writableEnded) finished++
+    // A framework keeps the keep-alive it promised, and answers the follow-up itself.
+    if (framework) lingerThenClose(socket)
     // Keep-alive was promised before shutdown began: close the connection now that it is idle.
-    const socket = res.socket as ServerSocket | null
-    if (socket && !socket._httpMessage) socket.destroy()
-  }
-  // The framework answers requests arriving on open connections; they are in flight until done.
-  // Only during shutdown: no cost per request otherwise.
-  const trackArrival = (_req: IncomingMessage, res: ServerResponse) => {
-    if (gracePassed || res.writableEnded) return
-    pending.add(res)
-    res.once('close', () => onResponseClose(res, false))
+    else if (!socket._httpMessage) socket.destroy()
   }
 
-  if (framework) server.prependListener('request', trackArrival)
+  let drainTimer: NodeJS.Timeout | undefined
   if (drain > 0) {
     // The framework's own listeners keep serving (Fastify's answer while closing included).
     server.prependListener('request', closeAfterResponse)
@@ -269,7 +281,7 @@ async function run(state: ServerState, grace: number, drain: number, framework: 
       server.removeListener('request', closeAfterResponse)
       if (!framework) refuseFromNowOn()
       closeIdle()
-      checkDrained()
+      frameworkMayClose?.()
     }, drain)
   } else if (!framework) {
     refuseFromNowOn()
@@ -283,15 +295,17 @@ async function run(state: ServerState, grace: number, drain: number, framework: 
       // Node then answers with Connection: close. A framework keeps the keep-alive it promised:
       // Fastify answers the follow-up itself (its close tests expect a 503, not a refusal).
       if (!res.headersSent && !framework) res.shouldKeepAlive = false
-      res.once('close', () => onResponseClose(res, true))
-    } else if (socket.bytesRead > 0 && drain === 0 && !(framework && res)) {
-      // Idle keep-alive. With a framework, a connection whose response has ended but not left it
-      // may hold a pipelined request Node has not parsed yet: Node's own close decides (its
-      // parser knows), as Fastify's close-pipelining tests expect.
-      socket.destroy()
+      res.once('close', () => onResponseClose(res, socket))
+    } else if (framework && res) {
+      // Its response has ended but not left it: a pipelined request may be behind it, unparsed
+      // (Fastify's close-pipelining tests expect it answered).
+      lingerThenClose(socket)
+    } else if (socket.bytesRead > 0 && drain === 0) {
+      socket.destroy() // idle keep-alive
       idleClosed++
     }
   }
+  if (drain === 0 && grace > 0) frameworkMayClose?.()
   let sessions: SessionDrain | undefined
   if (h2 !== undefined) {
     h2.onChange = checkDrained
@@ -304,16 +318,15 @@ async function run(state: ServerState, grace: number, drain: number, framework: 
   await Promise.race([drained, graceTimer.promise])
   graceTimer.cancel()
   gracePassed = true
-  if (framework) server.removeListener('request', trackArrival)
   if (drainTimer !== undefined) {
     clearTimeout(drainTimer)
     drainTimer = undefined
     server.removeListener('request', closeAfterResponse)
     if (!framework) refuseFromNowOn()
+    if (grace > 0) frameworkMayClose?.()
   }
 
-  const left = framework ? pending.size > 0 : sockets.size > 0
-  if (left || (h2 !== undefined && h2.sessions.size > 0)) {
+  if (sockets.size > 0 || (h2 !== undefined && h2.sessions.size > 0)) {
     const reason = withoutStack(() => new ShutdownError())
     // Tether's own requests: abort their scopes, which answers 503 or cuts them and seals them.
     for (const request of inflightRequests()) {
@@ -326,6 +339,7 @@ async function run(state: ServerState, grace: number, drain: number, framework: 
       abandon(res, SHUTTING_DOWN)
     }
     if (sessions !== undefined) aborted += abandonStreams(sessions)
+    frameworkMayClose?.()
     if (pending.size > 0 || (sessions !== undefined && sessions.pending.size > 0)) {
       const flush = delay(FLUSH_MS)
       await Promise.race([drained, flush.promise])
@@ -334,14 +348,14 @@ async function run(state: ServerState, grace: number, drain: number, framework: 
     for (const socket of sockets) socket.destroy()
     if (h2 !== undefined) destroySessions(h2)
   }
+  frameworkMayClose?.() // all done before the drain ended, or nothing to abort
   if (h2 !== undefined) h2.onChange = undefined
   // Connections tether never saw (accepted before tracking began) are Node's to list: close them
   // too (an HTTP/2 server has no such list). Then http's own close clears its timeout checker;
   // the server itself is closed already.
-  if (!framework) {
-    if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
-    server.close(() => undefined)
-  }
+  if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+  // The framework closes its server itself, after its own hooks (Fastify counts on it).
+  if (!framework) server.close(() => undefined)
   return {
     finished: finished + (sessions?.finished ?? 0),
     aborted,

@@ -7,6 +7,7 @@ import {
   resolveShutdown,
   routeTimeout,
   type Scope,
+  shutdown,
   shutdownBeforeFrameworkClose,
   swallowLateWrites,
   type TetherAdapter,
@@ -153,11 +154,18 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     listenedByFastify = true
     done()
   })
-  // app.close() drains, then aborts, in-flight requests (Fastify alone would only refuse new ones).
-  // Fastify keeps its own part: its answer to requests during close (return503OnClosing), and
-  // closing the server and its idle connections after this hook.
+  // app.close() gives in-flight requests `grace`, then aborts them (Fastify alone would wait for
+  // them without telling them to stop). Fastify keeps its own part: its answer to requests during
+  // close (return503OnClosing), and closing the server and its idle connections after preClose.
+  let shuttingDown = false
   app.addHook('preClose', async () => {
-    if (listenedByFastify && app.server.listening) await shutdownBeforeFrameworkClose(app.server, shutdownOptions)
+    if (!listenedByFastify || !app.server.listening) return
+    shuttingDown = true
+    await shutdownBeforeFrameworkClose(app.server, shutdownOptions)
+  })
+  // app.close() resolves once the shutdown is over: every connection closed, scopes aborted.
+  app.addHook('onClose', async () => {
+    if (shuttingDown) await shutdown(app.server)
   })
 
   app.decorateRequest('scope', null as unknown as Scope)
