@@ -33,7 +33,7 @@ function urlOf(server: http.Server): string {
 
 /** Each answer on a connection, in order: its status and its Connection header. */
 function answersIn(data: string): string[] {
-  return [...data.matchAll(/HTTP\/1\.1 (\d{3})[^]*?connection: ([a-z-]+)/gi)].map(
+  return [...data.matchAll(/HTTP\/1\.1 (\d{3})[\s\S]*?connection: ([a-z-]+)/gi)].map(
     ([, status, connection]) => `${status} ${connection?.toLowerCase()}`,
   )
 }
