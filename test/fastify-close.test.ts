@@ -84,6 +84,43 @@ describe('fastify: app.close() with the plugin keeps Fastify’s own close contr
     expect(tethered).toEqual(bare)
   })
 
+  it('a pipelined request parsed once close has begun gets Fastify’s 503, as without the plugin', async () => {
+    // Fastify's close-pipelining test: two requests written at once, a third once the first is
+    // answered; the first handler answers, then calls app.close().
+    const outcome = async (withTether: boolean) => {
+      const app = await create(withTether, { forceCloseConnections: false })
+      let closing: Promise<undefined> | undefined
+      app.get('/', async (_request, reply) => {
+        await sleep(5)
+        reply.send({ hello: 'world' })
+        closing ??= app.close()
+        return reply
+      })
+      await app.listen({ port: 0, host: '127.0.0.1' })
+      const socket = await connect(urlOf(app.server))
+      let data = ''
+      let third = false
+      socket.on('data', (chunk) => {
+        data += chunk
+        if (!third && answersIn(data).length >= 1) {
+          third = true
+          socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+        }
+      })
+      socket.on('error', () => undefined)
+      const closed = new Promise((resolve) => socket.on('close', resolve))
+      socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n')
+      await Promise.race([closed, sleep(5_000)])
+      socket.destroy()
+      await closing
+      return answersIn(data)
+    }
+    const bare = await outcome(false)
+    const tethered = await outcome(true)
+    expect(bare).toEqual(['200 keep-alive', '200 keep-alive', '503 close'])
+    expect(tethered).toEqual(bare)
+  })
+
   it('still aborts a request that outlives the grace period with a ShutdownError and a 503', async () => {
     const app = Fastify({ forceCloseConnections: false })
     apps.push(app)
