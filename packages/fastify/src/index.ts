@@ -54,11 +54,10 @@ export interface TetherFastifyOptions extends TetherOptions {
    */
   readonly grace?: number
   /**
-   * Milliseconds `app.close()` keeps serving requests that arrive on connections already open,
-   * each with `Connection: close`, before it closes idle connections (see the core's
-   * `shutdown()`). Fastify's own answer while closing (503 unless `return503OnClosing: false`)
-   * still applies to them.
-   * Behind a proxy that pools connections, set it (see the core's `shutdown()`).
+   * Milliseconds `app.close()` keeps the connections idle when it begins open before closing them
+   * (see the core's `shutdown()`). Requests arriving on them meanwhile get Fastify's own answer
+   * while closing: its 503, or served under `return503OnClosing: false`, with `Connection: close`.
+   * Behind a proxy that pools connections, set it together with `return503OnClosing: false`.
    * @default 0
    */
   readonly drain?: number
