@@ -164,9 +164,11 @@ export function shutdown(server: HttpServer, options?: ShutdownOptions): Promise
  *   `return503OnClosing: false`);
  * - an in-flight response keeps the keep-alive it was promised, so a kept-alive or pipelined
  *   follow-up gets the framework's answer rather than a refused connection;
- * - idle connections, and the server itself, are closed by the framework's own close (Node's
- *   `server.close()` closes idle connections): tether closes them only with a `drain` (at its end)
- *   or when the grace period runs out.
+ * - a connection whose in-flight response ends stays open half a second for that follow-up, then
+ *   is closed if still idle (so close does not wait for the keep-alive timeout); connections idle
+ *   when it begins are closed at once, or when the `drain` ends, as by {@link shutdown};
+ * - the framework closes the server itself, after this returns (Fastify's `forceCloseConnections`
+ *   and its `closeIdleConnections()` calls stay its own).
  *
  * The shutdown then goes on by itself; {@link shutdown} on the same server returns it, and its
  * report (where `refused` counts only tether's own answers, none here).
