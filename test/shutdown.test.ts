@@ -105,13 +105,21 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     const refused = await freshAnswer
     expect(refused.data).toMatch(/^HTTP\/1.1 503/)
     expect(refused.data.toLowerCase()).toContain('connection: close')
-    expect(refused.data).toContain('TETHER_SHUTDOWN')
     const answered = await busy
     expect(answered.status).toBe(200)
-    expect(answered.headers.connection).toBe('close')
     const report = await done
     expect(report.idleClosed).toBeGreaterThanOrEqual(1)
-    expect(report.refused).toBe(1)
+    if (framework.name === 'express') {
+      expect(refused.data).toContain('TETHER_SHUTDOWN')
+      expect(answered.headers.connection).toBe('close')
+      expect(report.refused).toBe(1)
+    } else {
+      // Fastify's close contract: its own 503 while closing, and the in-flight response keeps the
+      // keep-alive it was promised, so a follow-up gets that 503 rather than a refused connection.
+      expect(refused.data).toContain('"statusCode":503')
+      expect(answered.headers.connection).toBe('keep-alive')
+      expect(report.refused).toBe(0)
+    }
   })
 
   it('during the drain, serves a request arriving on an idle keep-alive connection with Connection: close, then closes the connections left idle', async () => {

@@ -22,7 +22,13 @@ export type { OutboundDispatcher, OutboundOptions, OutboundOrigin } from './outb
 export { createPool, type Pool, type PoolOptions, type PoolRunOptions } from './pool.js'
 export { type Counters, LEAK_CHANNEL, type LeakReport, type Logger, onLeak } from './registry.js'
 export { createScope, currentScope, Scope, type ScopeOptions } from './scope.js'
-export { resolveShutdown, type ShutdownOptions, type ShutdownReport, shutdown } from './shutdown.js'
+export {
+  resolveShutdown,
+  type ShutdownOptions,
+  type ShutdownReport,
+  shutdown,
+  shutdownBeforeFrameworkClose,
+} from './shutdown.js'
 export {
   createTether,
   routeTimeout,

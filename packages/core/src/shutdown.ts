@@ -68,6 +68,14 @@ export interface ShutdownReport {
 // connection left is destroyed: a handler that ignores its signal cannot hold shutdown longer.
 const FLUSH_MS = 1_000
 
+// With a framework that keeps the keep-alive it promised (see shutdownBeforeFrameworkClose), how
+// long a connection whose response has just ended stays open for the client's next request, which
+// then gets the framework's own answer. A client that reuses the connection sends it within a round
+// trip of the response (undici and Node's agent at once); half a second covers a loaded machine.
+// Past it the connection is idle like any other and is closed, so close() does not wait for the
+// keep-alive timeout (Fastify alone would: 72 s by default).
+const LINGER_MS = 500
+
 type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
 
 function refuse(_req: IncomingMessage, res: ServerResponse): void {
@@ -146,6 +154,41 @@ export function shutdown(server: HttpServer, options?: ShutdownOptions): Promise
 }
 
 /**
+ * Starts {@link shutdown} for an adapter whose framework has its own close contract (Fastify's
+ * `app.close()`), before the framework closes the server. It stops accepting, gives in-flight
+ * requests `grace`, then aborts their scopes with a `ShutdownError`, answers 503 and closes every
+ * connection left, like {@link shutdown}; what the framework promises is left to it:
+ *
+ * - requests arriving on open connections reach the framework's own listeners, which answer them
+ *   (Fastify: 503 with `Connection: close`, or served with `Connection: close` under
+ *   `return503OnClosing: false`);
+ * - an in-flight response keeps the keep-alive it was promised, so a kept-alive or pipelined
+ *   follow-up gets the framework's answer rather than a refused connection;
+ * - a connection whose in-flight response ends stays open half a second for that follow-up, then
+ *   is closed if still idle (so close does not wait for the keep-alive timeout); connections idle
+ *   when it begins are closed at once, or when the `drain` ends, as by {@link shutdown};
+ * - the framework closes the server itself, after this returns (Fastify's `forceCloseConnections`
+ *   and its `closeIdleConnections()` calls stay its own).
+ *
+ * The shutdown then goes on by itself; {@link shutdown} on the same server returns it, and its
+ * report (where `refused` counts only tether's own answers, none here).
+ *
+ * @param server - the framework's server
+ * @param options - `grace` and `drain`, as resolved by {@link resolveShutdown}
+ * @returns a promise that resolves when the framework may close the server: once the drain is over,
+ *   at once without one
+ * @throws TypeError for anything that is not a Node server
+ */
+export function shutdownBeforeFrameworkClose(server: HttpServer, options: Required<ShutdownOptions>): Promise<void> {
+  checkServer('shutdown()', server)
+  const state = trackServer(server)
+  if (state.shutdown !== undefined) return Promise.resolve()
+  return new Promise<void>((ready) => {
+    state.shutdown = run(state, options.grace, Math.min(options.drain, options.grace), ready)
+  })
+}
+
+/**
  * Validates shutdown options and fills in the defaults (for adapters that validate up front).
  *
  * @throws TypeError/RangeError naming the option and the value received
@@ -158,7 +201,17 @@ export function resolveShutdown(options?: ShutdownOptions): Required<ShutdownOpt
   }
 }
 
-async function run(state: ServerState, grace: number, drain: number): Promise<ShutdownReport> {
+// With `frameworkMayClose`, the framework answers requests during close and closes the server
+// itself (see shutdownBeforeFrameworkClose); it is called once the framework may: when the drain
+// is over, or once in-flight scopes are aborted (a grace of 0: Fastify's forceCloseConnections
+// destroys every connection right after, and the scopes must see a ShutdownError, not a hang-up).
+async function run(
+  state: ServerState,
+  grace: number,
+  drain: number,
+  frameworkMayClose?: () => void,
+): Promise<ShutdownReport> {
+  const framework = frameworkMayClose !== undefined
   // An HTTP/2 server with allowHTTP1 is both: its HTTP/1.1 connections are the sockets below.
   const server = state.server as Server
   const sockets = state.sockets as Set<ServerSocket>
@@ -194,20 +247,6 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
       }
     }
   }
-  let drainTimer: NodeJS.Timeout | undefined
-  if (drain > 0) {
-    // The framework's own listeners keep serving (Fastify's answer while closing included).
-    server.prependListener('request', closeAfterResponse)
-    drainTimer = setTimeout(() => {
-      drainTimer = undefined
-      server.removeListener('request', closeAfterResponse)
-      refuseFromNowOn()
-      closeIdle()
-    }, drain)
-  } else {
-    refuseFromNowOn()
-  }
-
   let gracePassed = false
   const pending = new Set<ServerResponse>()
   let settle: () => void = () => undefined
@@ -217,25 +256,58 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
   const checkDrained = () => {
     if (sockets.size === 0 && (h2 === undefined || h2.sessions.size === 0)) settle()
   }
-  const onResponseClose = (res: ServerResponse) => {
+  const lingerThenClose = (socket: ServerSocket) => {
+    const timer = setTimeout(() => {
+      if (socket._httpMessage || socket.destroyed) return // carrying the next request: in flight
+      socket.destroy()
+      idleClosed++
+    }, LINGER_MS).unref()
+    socket.once('close', () => clearTimeout(timer))
+  }
+  // The socket is taken when the response is: Node detaches it from the response once it ends.
+  const onResponseClose = (res: ServerResponse, socket: ServerSocket) => {
     pending.delete(res)
     if (!gracePassed && res.writableEnded) finished++
+    // A framework keeps the keep-alive it promised, and answers the follow-up itself.
+    if (framework) lingerThenClose(socket)
     // Keep-alive was promised before shutdown began: close the connection now that it is idle.
-    const socket = res.socket as ServerSocket | null
-    if (socket && !socket._httpMessage) socket.destroy()
+    else if (!socket._httpMessage) socket.destroy()
   }
+
+  let drainTimer: NodeJS.Timeout | undefined
+  if (drain > 0) {
+    // The framework's own listeners keep serving (Fastify's answer while closing included).
+    server.prependListener('request', closeAfterResponse)
+    drainTimer = setTimeout(() => {
+      drainTimer = undefined
+      server.removeListener('request', closeAfterResponse)
+      if (!framework) refuseFromNowOn()
+      closeIdle()
+      frameworkMayClose?.()
+    }, drain)
+  } else if (!framework) {
+    refuseFromNowOn()
+  }
+
   for (const socket of sockets) {
     socket.once('close', checkDrained)
     const res = socket._httpMessage
     if (res && !res.writableEnded) {
       pending.add(res)
-      if (!res.headersSent) res.shouldKeepAlive = false // Node then answers with Connection: close
-      res.once('close', () => onResponseClose(res))
+      // Node then answers with Connection: close. A framework keeps the keep-alive it promised:
+      // Fastify answers the follow-up itself (its close tests expect a 503, not a refusal).
+      if (!res.headersSent && !framework) res.shouldKeepAlive = false
+      res.once('close', () => onResponseClose(res, socket))
+    } else if (framework && res) {
+      // Its response has ended but not left it: a pipelined request may be behind it, unparsed
+      // (Fastify's close-pipelining tests expect it answered).
+      lingerThenClose(socket)
     } else if (socket.bytesRead > 0 && drain === 0) {
       socket.destroy() // idle keep-alive
       idleClosed++
     }
   }
+  if (drain === 0 && grace > 0) frameworkMayClose?.()
   let sessions: SessionDrain | undefined
   if (h2 !== undefined) {
     h2.onChange = checkDrained
@@ -250,8 +322,10 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
   gracePassed = true
   if (drainTimer !== undefined) {
     clearTimeout(drainTimer)
+    drainTimer = undefined
     server.removeListener('request', closeAfterResponse)
-    refuseFromNowOn()
+    if (!framework) refuseFromNowOn()
+    if (grace > 0) frameworkMayClose?.()
   }
 
   if (sockets.size > 0 || (h2 !== undefined && h2.sessions.size > 0)) {
@@ -267,6 +341,7 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
       abandon(res, SHUTTING_DOWN)
     }
     if (sessions !== undefined) aborted += abandonStreams(sessions)
+    frameworkMayClose?.()
     if (pending.size > 0 || (sessions !== undefined && sessions.pending.size > 0)) {
       const flush = delay(FLUSH_MS)
       await Promise.race([drained, flush.promise])
@@ -275,12 +350,14 @@ async function run(state: ServerState, grace: number, drain: number): Promise<Sh
     for (const socket of sockets) socket.destroy()
     if (h2 !== undefined) destroySessions(h2)
   }
+  frameworkMayClose?.() // all done before the drain ended, or nothing to abort
   if (h2 !== undefined) h2.onChange = undefined
   // Connections tether never saw (accepted before tracking began) are Node's to list: close them
   // too (an HTTP/2 server has no such list). Then http's own close clears its timeout checker;
   // the server itself is closed already.
   if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
-  server.close(() => undefined)
+  // The framework closes its server itself, after its own hooks (Fastify counts on it).
+  if (!framework) server.close(() => undefined)
   return {
     finished: finished + (sessions?.finished ?? 0),
     aborted,

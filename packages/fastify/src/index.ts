@@ -8,6 +8,7 @@ import {
   routeTimeout,
   type Scope,
   shutdown,
+  shutdownBeforeFrameworkClose,
   swallowLateWrites,
   type TetherAdapter,
   type TetherOptions,
@@ -53,11 +54,10 @@ export interface TetherFastifyOptions extends TetherOptions {
    */
   readonly grace?: number
   /**
-   * Milliseconds `app.close()` keeps serving requests that arrive on connections already open,
-   * each with `Connection: close`, before it closes idle connections (see the core's
-   * `shutdown()`). Fastify's own answer while closing (503 unless `return503OnClosing: false`)
-   * still applies to them.
-   * Behind a proxy that pools connections, set it (see the core's `shutdown()`).
+   * Milliseconds `app.close()` keeps the connections idle when it begins open before closing them
+   * (see the core's `shutdown()`). Requests arriving on them meanwhile get Fastify's own answer
+   * while closing: its 503, or served under `return503OnClosing: false`, with `Connection: close`.
+   * Behind a proxy that pools connections, set it together with `return503OnClosing: false`.
    * @default 0
    */
   readonly drain?: number
@@ -146,9 +146,25 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
 
   if (hardening !== undefined) hardenServer(app.server, hardening)
   else trackConnections(app.server)
-  // app.close() drains, then aborts, in-flight requests (Fastify alone would only refuse new ones).
+  // Fastify stops and closes only a server it listened on itself (fastify.js's close: a
+  // serverFactory server the user listens on is left alone), so the plugin does the same.
+  let listenedByFastify = false
+  app.addHook('onListen', function tetherOnListen(done) {
+    listenedByFastify = true
+    done()
+  })
+  // app.close() gives in-flight requests `grace`, then aborts them (Fastify alone would wait for
+  // them without telling them to stop). Fastify keeps its own part: its answer to requests during
+  // close (return503OnClosing), and closing the server and its idle connections after preClose.
+  let shuttingDown = false
   app.addHook('preClose', async () => {
-    if (app.server.listening) await shutdown(app.server, shutdownOptions)
+    if (!listenedByFastify || !app.server.listening) return
+    shuttingDown = true
+    await shutdownBeforeFrameworkClose(app.server, shutdownOptions)
+  })
+  // app.close() resolves once the shutdown is over: every connection closed, scopes aborted.
+  app.addHook('onClose', async () => {
+    if (shuttingDown) await shutdown(app.server)
   })
 
   app.decorateRequest('scope', null as unknown as Scope)
