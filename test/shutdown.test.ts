@@ -103,8 +103,15 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     await sleep(50)
     fresh.write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
     const refused = await freshAnswer
-    expect(refused.data).toMatch(/^HTTP\/1.1 503/)
-    expect(refused.data.toLowerCase()).toContain('connection: close')
+    // Under the plugin, Fastify's own close decides about a connection not read yet, exactly as it
+    // does bare: from Node 26 on, server.close() counts it as idle and closes it unanswered (bare
+    // Fastify measured the same on 22, 24 and 26); before, it gets Fastify's 503.
+    const closedUnanswered = framework.name === 'fastify' && Number(process.versions.node.split('.')[0]) >= 26
+    if (closedUnanswered) expect(refused.data).toBe('')
+    else {
+      expect(refused.data).toMatch(/^HTTP\/1.1 503/)
+      expect(refused.data.toLowerCase()).toContain('connection: close')
+    }
     const answered = await busy
     expect(answered.status).toBe(200)
     const report = await done
@@ -116,7 +123,7 @@ describe.each(frameworks)('$name: graceful shutdown', (framework) => {
     } else {
       // Fastify's close contract: its own 503 while closing, and the in-flight response keeps the
       // keep-alive it was promised, so a follow-up gets that 503 rather than a refused connection.
-      expect(refused.data).toContain('"statusCode":503')
+      if (!closedUnanswered) expect(refused.data).toContain('"statusCode":503')
       expect(answered.headers.connection).toBe('keep-alive')
       expect(report.refused).toBe(0)
     }

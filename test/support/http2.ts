@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
@@ -6,12 +5,10 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createTether, type Scope, type ShutdownReport, shutdown } from '@tether/core'
 import { tether as tetherFastify } from '@tether/fastify'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { cert, key } from './tls.js'
 
 /** A self-signed key and certificate for 127.0.0.1, committed for the tests only. */
-export const tls = {
-  key: readFileSync(new URL('../fixtures/test-only-key.pem', import.meta.url)),
-  cert: readFileSync(new URL('../fixtures/test-only-cert.pem', import.meta.url)),
-}
+export const tls = { key, cert }
 
 /** A response as Node's HTTP/2 client saw it. */
 export interface H2Response {

@@ -1,56 +1,6 @@
-// A self-signed certificate for 127.0.0.1 and localhost, valid until 2126, for tests of HTTPS
-// servers on loopback only. Generated with:
-//   openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=localhost \
-//     -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost'
-// Never use it outside tests: its private key is public.
+import { readFileSync } from 'node:fs'
 
-export const key = `-----BEGIN PRIVATE KEY-----
-MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCYy13uZpmW4zSC
-ONdPHlycSz4jawgb6FQ2f8vmAUJxrotSm+5zRFUs9U2ww4ZzN/MdEj6wuRicw40r
-1Y9MQvr4quPjprsJqSAEzZ3GLd0HtoFbb3MTomDN99yXh3iOkZBprp3cYyuPjRXF
-uG8sxIyUompJQY5lRjCYYPD8xjI31w57ElKh2dBYnYkD0GSew8/8bDDrfGs9caE7
-q6F2yC5YZxL2DBr1FIUk0DeLJGenTLiYvAS0u3/1WIkCLezAHjg9mkl47TRMoMOD
-Cq0KNKZ7EUYCVlqAiMA+D8cZUcK3YHkfrv71BqQx4J99y/at5WcFTPpYzBZ98rJP
-sjJqZ879AgMBAAECggEASOg1PGXxoKluazrDJioHJ77ReiX+uw5LbKvjN69fLI6M
-RVFJYO/4spikRxWtKHpIg5Uqm7nekCLRUFq5YzrMtW4Zio2KzuvH7vLL933360++
-/sm5v+MpzO4Z8KYANQspPPxIsBoT9Y3tFyjPx61LpTqwe58P2qw40OTk6MCLws+a
-+wc/VC6jqW8TWbIToO3qsed08klgXqWnvLaG4qVbAKQ7HMTGlC1S/q6ZURAt2Y69
-bDTbsTJ+R8gx7EPwHRBAVWAsS8Jfr+mcecRWlfRyS4UxPmthn58ioKIr0moiN1jM
-FCnHmK/XnkA2GeZeWm0tVeEif1/mo42NC16rq1/0wwKBgQDKTQWfiSaIrHxKfxDt
-J1PlJ7zmE4/SjUvzdm1jSa5LpHOrjzIZ5wHJxpRFZKYhqPblmo365P9g7c5y5GIT
-pkWqoWUmHuKoEyUlbiuCJxop+0+i7fgY+BrtB1ia1Lr1UnW5mMTFQpOJMwcw7Pf5
-Oxg4QEW/YsuhD74jOJtUzpydUwKBgQDBWjm4wPvP/b3t0Ks8SYks4kwj6k/uwVi2
-q45mHbVyH8BGHKWsjCgD2q/Ic6dl+cdflPhuRBP3GBadsfujEA9qOkg9VOtTTFy/
-ZJJYAP7nhyP+e8kZmpi2Hf+ZG+x0iRJsisi+vwyIJ+a6Tyc4AMxCdAt65G46x5Ys
-Ik+iOncIbwKBgE/LVZ55wINEVbokqI6CZqsKo420xZPtO7oKSldRZrhbY2yWDNL+
-tUvbUfyVGJpKRSiHb904miqnYjkbMDxD51LIWldQ82IMOyiqbermdYF9qQnBB40B
-v80iiqZ3pk7BecH9KhAMlJkXUYzQy3a5AnKdl2VIGL2ssfi+iTZIUKoVAoGAPLqB
-9q1maeVgihlILx9JnndVQtKNWIgRvQ4VI62hF78xPNQylQdQaiV9oI/yu+y/2h2I
-CdoIC0vdjpogVw7sSIkVt228m+UYHGUSMeHeLgocHAn1F72eyVSSuxwyIEgNKVpN
-wtturDUcGthRkR1vClA4atjkZkHZwPLl4CZMzLECgYEAv1Oq7Z9eK6hJoEYP6qoc
-3r6HGQkaQeYDkqRae+Eu4TMdPESUcZB/6EUtfwob/YkkkVcVOYvybd8QQecQJuhV
-ydXjovRgv3ODfJMOuhhjE4AubwUvjH1u34spwwW68JkNP5uvrR+QYldXVl4lFxyw
-xOVesAjXuRz+sfhJDql6FNU=
------END PRIVATE KEY-----
-`
-
-export const cert = `-----BEGIN CERTIFICATE-----
-MIIDJzCCAg+gAwIBAgIULB1QsqkJiIyrnKxOLMJ15Y5h968wDQYJKoZIhvcNAQEL
-BQAwFDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyODExMDk0NFoYDzIxMjYx
-MTA0MTEwOTQ0WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwggEiMA0GCSqGSIb3DQEB
-AQUAA4IBDwAwggEKAoIBAQCYy13uZpmW4zSCONdPHlycSz4jawgb6FQ2f8vmAUJx
-rotSm+5zRFUs9U2ww4ZzN/MdEj6wuRicw40r1Y9MQvr4quPjprsJqSAEzZ3GLd0H
-toFbb3MTomDN99yXh3iOkZBprp3cYyuPjRXFuG8sxIyUompJQY5lRjCYYPD8xjI3
-1w57ElKh2dBYnYkD0GSew8/8bDDrfGs9caE7q6F2yC5YZxL2DBr1FIUk0DeLJGen
-TLiYvAS0u3/1WIkCLezAHjg9mkl47TRMoMODCq0KNKZ7EUYCVlqAiMA+D8cZUcK3
-YHkfrv71BqQx4J99y/at5WcFTPpYzBZ98rJPsjJqZ879AgMBAAGjbzBtMB0GA1Ud
-DgQWBBTjro22u0b4GCs9G31uOM/A4y0SADAfBgNVHSMEGDAWgBTjro22u0b4GCs9
-G31uOM/A4y0SADAPBgNVHRMBAf8EBTADAQH/MBoGA1UdEQQTMBGHBH8AAAGCCWxv
-Y2FsaG9zdDANBgkqhkiG9w0BAQsFAAOCAQEAWkGOzgsViEwtR4mu3jsvgVGGsAmp
-m2LjCFR2jpveOSpJaEY1m/A0C1+xnsGOPO9HNaPwu6tiqtBydjUKLwXbZ6CZ/dLV
-wvMxY6mwoEZV33obvH6hc8GkfRD3j3c2wiC74VEVzGaQBfzQrbJ6x3MxLO/onaNY
-nTWhfg53rnWHSmnv5gtBq6RrwmH2sxuPBCR2747+F3mLlLrJnIAeHLZyAfqk5B/s
-LFrNgQHm+E+sjauYXzUSAONnBzxB5J6gQc9ew1JiY82A1jTTPkCbD1VYlcKFI+6C
-6RzkL070TPbjIO95o7x2TWTBFUkYO6uE0TwZ+05DyWYO+yPOrFsw+h+l3w==
------END CERTIFICATE-----
-`
+// The test-only certificate for 127.0.0.1 and localhost (test/fixtures/README.md): for HTTPS and
+// HTTP/2 servers on loopback in tests, never anywhere else, since its private key is public.
+export const key = readFileSync(new URL('../fixtures/test-only-key.pem', import.meta.url))
+export const cert = readFileSync(new URL('../fixtures/test-only-cert.pem', import.meta.url))
