@@ -45,9 +45,13 @@ if (Number(values.node) !== major && !values['report-only']) {
   process.exit(spawnSync('bash', args, { stdio: 'inherit' }).status ?? 1)
 }
 
-function runJson(script, args) {
-  console.error(`> node bench/${script} ${args.join(' ')}`)
-  const out = execFileSync(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args, '--json'], {
+/** Runs a benchmark script and returns its JSON; on another Node line (`on`) when given. */
+function runJson(script, args, on) {
+  console.error(`> ${on === undefined ? '' : `node ${on}: `}node bench/${script} ${args.join(' ')}`)
+  const argv = [fileURLToPath(new URL(script, import.meta.url)), ...args, '--json']
+  const [file, prefix] =
+    on === undefined ? [process.execPath, []] : ['bash', [`${root}scripts/with-node.sh`, on, 'node']]
+  const out = execFileSync(file, [...prefix, ...argv], {
     cwd: root,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -59,6 +63,9 @@ function runJson(script, args) {
 const quick = values.quick === true
 const resultsFile = `${root}bench/results/latest.json`
 let micro
+// The primitives on the other maintained Node lines: their costs differ by line.
+let microLines
+const OTHER_LINES = ['22', '24', '26'].filter((line) => line !== values.node)
 let httpResults
 let soak
 let outbound
@@ -69,6 +76,7 @@ let cpu = `${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.cpus().length} cores, s
 if (values['report-only']) {
   ;({
     micro,
+    microLines,
     http: httpResults,
     soak,
     outbound,
@@ -79,6 +87,7 @@ if (values['report-only']) {
   } = JSON.parse(readFileSync(resultsFile, 'utf8')))
 } else {
   micro = runJson('micro.mjs', ['--rounds', quick ? '7' : '21'])
+  microLines = OTHER_LINES.map((line) => runJson('micro.mjs', ['--rounds', quick ? '5' : '15'], line))
   httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
   // HTTP/2 (Fastify with http2: true, loaded by h2load or bench/h2-load.mjs): rows of the same table.
   const h2 = runJson('http2.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
@@ -92,7 +101,7 @@ if (values['report-only']) {
   mkdirSync(`${root}bench/results`, { recursive: true })
   writeFileSync(
     resultsFile,
-    JSON.stringify({ micro, http: httpResults, soak, outbound, overload, command, when, cpu }, null, 2),
+    JSON.stringify({ micro, microLines, http: httpResults, soak, outbound, overload, command, when, cpu }, null, 2),
   )
 }
 
@@ -143,6 +152,14 @@ const microTable = micro.results.map(
   (r) =>
     `| ${r.name} | ${r.candidate} ${fixed(r.candidateNs / 1000)} µs | ${r.baseline} ${fixed(r.baselineNs / 1000)} µs | **${fixed(r.ratio)}** | ${r.target === undefined ? '' : `≤ ${r.target.max}: ${verdict(r.ratio <= r.target.max)}`} |`,
 )
+// One row per primitive, one column per Node line (ratios: lower is faster).
+const lines = [micro, ...(microLines ?? [])].sort(
+  (a, b) => Number(a.node.slice(1).split('.')[0]) - Number(b.node.slice(1).split('.')[0]),
+)
+const linesTable = micro.results.map(
+  (r) =>
+    `| ${r.name} | ${lines.map((line) => fixed(line.results.find((x) => x.name === r.name)?.ratio ?? Number.NaN)).join(' | ')} |`,
+)
 const outboundTable = (outbound?.results ?? []).map(
   (r) =>
     `| ${r.name.replace('outbound: ', '')} | ${fixed(r.baselineCpuUs, 1)} µs | ${fixed(r.candidateCpuUs, 1)} µs | **${fixed(r.cpuRatio, 3)}** | ${Math.round(r.baselineRate)} / ${Math.round(r.candidateRate)} (${fixed(r.rateRatio, 3)}) |`,
@@ -188,6 +205,19 @@ Ratio = candidate time ÷ baseline time: **lower is faster**. Medians of ${micro
 ${microTable.join('\n')}
 
 ${
+  lines.length < 2
+    ? ''
+    : `### On each maintained Node line
+
+The same ratios on each line (medians of ${microLines?.[0]?.rounds ?? ''} rounds on the lines other than ${micro.node}), since
+the cost of promises and AbortSignals differs between them:
+
+| comparison | ${lines.map((line) => `Node ${line.node}`).join(' | ')} |
+| --- | ${lines.map(() => '---').join(' | ')} |
+${linesTable.join('\n')}
+
+`
+}${
   outboundTable.length === 0
     ? ''
     : `## Outbound calls: caller CPU per call
