@@ -11,11 +11,10 @@
 //   candidate costs no more than the baseline.
 //
 //   node bench/http.mjs [--rounds 12] [--seconds 2] [--only fastify] [--json]
-import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { has, interleave, onCore, pinned, startServer } from './lib.mjs'
+import { has, interleave, onCore, pinned, runCapture, startServer } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -72,28 +71,18 @@ export const PAIRS = [
 
 const generator = has('wrk') ? 'wrk' : 'autocannon'
 
-function run(argv) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    child.stdout.on('data', (chunk) => {
-      out += chunk
-    })
-    child.on('error', reject)
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${argv.join(' ')} exited ${code}`))))
-  })
-}
-
 /** Loads one URL for one window; returns the requests served and the rate. */
 async function load(url) {
   if (generator === 'wrk') {
-    const out = await run(onCore(1, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, url]))
+    const out = await runCapture(onCore(1, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, url]))
     const requests = Number(/(\d+) requests in/.exec(out)?.[1])
     const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
     return { requests, rate }
   }
   const cli = require.resolve('autocannon/autocannon.js')
-  const out = await run(onCore(1, [process.execPath, cli, '-c', String(connections), '-d', String(seconds), '-j', url]))
+  const out = await runCapture(
+    onCore(1, [process.execPath, cli, '-c', String(connections), '-d', String(seconds), '-j', url]),
+  )
   const report = JSON.parse(out)
   return { requests: report.requests.total, rate: report.requests.average }
 }

@@ -6,10 +6,9 @@
 // from bench/h2-load.mjs, a small Node HTTP/2 client.
 //
 //   node bench/http2.mjs [--rounds 12] [--seconds 2] [--json]
-import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { has, interleave, onCore, pinned, startServer } from './lib.mjs'
+import { has, interleave, onCore, pinned, runCapture, startServer } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -42,29 +41,17 @@ export const PAIRS = [
 
 const generator = has('h2load') ? 'h2load' : 'bench/h2-load.mjs'
 
-function run(argv) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    child.stdout.on('data', (chunk) => {
-      out += chunk
-    })
-    child.on('error', reject)
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${argv.join(' ')} exited ${code}`))))
-  })
-}
-
 /** Loads one URL for one window; returns the requests served and the rate. */
 async function load(url) {
   if (generator === 'h2load') {
-    const out = await run(onCore(1, ['h2load', '-c', sessions, '-m', streams, '-D', String(seconds), url]))
+    const out = await runCapture(onCore(1, ['h2load', '-c', sessions, '-m', streams, '-D', String(seconds), url]))
     const requests = Number(/(\d+) succeeded/.exec(out)?.[1])
     const rate = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(out)?.[1])
     return { requests, rate }
   }
   const script = fileURLToPath(new URL('./h2-load.mjs', import.meta.url))
   const args = [url, '--sessions', sessions, '--streams', streams, '--seconds', String(seconds)]
-  const out = await run(onCore(1, [process.execPath, script, ...args]))
+  const out = await runCapture(onCore(1, [process.execPath, script, ...args]))
   return JSON.parse(out)
 }
 

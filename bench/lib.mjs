@@ -20,6 +20,19 @@ export function onCore(core, argv) {
   return pinned ? ['taskset', '-c', String(core), ...argv] : argv
 }
 
+/** Runs a command (a load generator) and resolves with what it printed; rejects on failure. */
+export function runCapture(argv) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (chunk) => {
+      out += chunk
+    })
+    child.on('error', reject)
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${argv.join(' ')} exited ${code}`))))
+  })
+}
+
 /** The median of a list of numbers. */
 export function median(list) {
   const sorted = [...list].sort((a, b) => a - b)

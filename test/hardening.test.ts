@@ -5,7 +5,7 @@ import { assertNoLingering } from '@tether/core/testing'
 import { tether } from '@tether/fastify'
 import Fastify from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { connect, send } from './support/http.js'
+import { connect, loopbackServers, send } from './support/http.js'
 
 // Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
 afterEach(() => assertNoLingering())
@@ -13,19 +13,8 @@ afterEach(() => assertNoLingering())
 // Real sockets on 127.0.0.1. The bounds are one-sided and generous: what matters is that a slow
 // or idle client is cut at all, soon after its timeout, rather than after Node's default 30 s
 // checking interval or never.
-const servers: http.Server[] = []
-afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    server.closeAllConnections()
-    await new Promise((resolve) => server.close(resolve))
-  }
-})
-
-async function listen(server: http.Server): Promise<string> {
-  servers.push(server)
-  if (!server.listening) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
+const { listen, closeAll } = loopbackServers()
+afterEach(closeAll)
 
 const hello = (_req: http.IncomingMessage, res: http.ServerResponse) => res.end('hello')
 

@@ -1,26 +1,14 @@
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { hardenServer, inspect } from '@tether/core'
 import { afterEach, describe, expect, it } from 'vitest'
-import { connect, eventually, send } from './support/http.js'
+import { connect, eventually, loopbackServers, send } from './support/http.js'
 
 // Keep-alive as a balancer sees it, with Node's own clients on 127.0.0.1. A balancer pools
 // connections and reuses one after it has been idle for up to its own idle timeout (60 s for
 // nginx and AWS ALB): the server must not close it first.
-const servers: http.Server[] = []
-afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    server.closeAllConnections()
-    await new Promise((resolve) => server.close(resolve))
-  }
-})
-
-async function listen(server: http.Server): Promise<string> {
-  servers.push(server)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
+const { listen, closeAll } = loopbackServers()
+afterEach(closeAll)
 
 describe('hardenServer(): keep-alive behind a balancer', () => {
   it('announces a keep-alive timeout longer than a 60 s balancer’s', async () => {

@@ -78,3 +78,25 @@ export async function eventually(predicate: () => boolean, ms = 2_000, what = 'c
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
 }
+
+/**
+ * The servers a test file starts on 127.0.0.1: `listen()` starts one on port 0 (unless it is
+ * listening already) and returns its URL; `closeAll()`, for `afterEach`, closes them and their
+ * connections.
+ */
+export function loopbackServers() {
+  const servers: http.Server[] = []
+  return {
+    async listen(server: http.Server): Promise<string> {
+      servers.push(server)
+      if (!server.listening) await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+      return `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+    },
+    async closeAll(): Promise<void> {
+      for (const server of servers.splice(0)) {
+        server.closeAllConnections()
+        await new Promise((resolve) => server.close(resolve))
+      }
+    },
+  }
+}
