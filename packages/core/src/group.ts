@@ -1,20 +1,18 @@
-import { getEventListeners } from 'node:events'
 import { CanceledError } from './errors.js'
 import type { TrackedTask } from './registry.js'
 import {
-  type AbortSubscriber,
+  type AbortOwner,
   currentScope,
-  kReason,
+  kAbort,
+  kHoldTasks,
+  kOnAbort,
   kScopeAborted,
-  kSiblingNext,
-  kSiblingPrev,
   kStartSite,
-  kSubscribe,
   kTrack,
-  kUnsubscribe,
   lazyReason,
   reasonValue,
-  type Scope,
+  runInScope,
+  Scope,
   scopeForSignal,
   untrack,
 } from './scope.js'
@@ -87,9 +85,13 @@ interface Queued {
  *   group was aborted with: the first failure, or the parent's reason;
  * - a queued task never starts once the group is aborted;
  * - at most `limit` tasks run at once;
- * - when `wait()` settles the group is done: whatever still listens to its signal (work a task
- *   started and left behind) is told to stop, as Go cancels the group's context when `Wait`
- *   returns, and `group.signal` reads as aborted from then on. A group is used once.
+ * - each task runs with the group's own scope current ({@link currentScope}): tether's helpers a
+ *   task calls without a signal of their own (`scopedFetch`, a pool, a nested `all`) belong to the
+ *   group, not to the request, and stop when a sibling fails (structured concurrency, as Trio's
+ *   nurseries and effection do);
+ * - when `wait()` settles the group is done: its signal aborts, so whatever still holds it (work a
+ *   task started and left behind, a signal derived from it, code that polls `throwIfAborted()`)
+ *   is told to stop, as Go cancels the group's context when `Wait` returns. A group is used once.
  *
  * Without a `signal` option the group is a child of {@link currentScope}: inside a request, a
  * group needs no wiring to stop when the request ends.
@@ -101,33 +103,30 @@ interface Queued {
  * await group.wait() // rejects with the first failure, after the others have stopped
  * ```
  */
-export class TaskGroup implements AbortSubscriber {
+export class TaskGroup implements AbortOwner {
   /** The most tasks running at once. */
-  readonly limit: number;
-  /** @internal Links in the parent scope's list. */
-  [kSiblingPrev]: AbortSubscriber | undefined = undefined;
-  /** @internal */
-  [kSiblingNext]: AbortSubscriber | undefined = undefined
-  // A group is a lightweight child of its parent scope: it subscribes to the parent's abort
-  // instead of being a Scope itself, and owns one AbortController for its tasks.
-  #controller: AbortController | undefined = undefined
-  #parent: Scope | undefined
-  #external: AbortSignal | undefined = undefined
-  #onExternalAbort: (() => void) | undefined = undefined
-  // Tracking costs nothing until it matters: the group's subscription to its parent scope is what
-  // tells it the request ended, and only then, if tasks are still pending, does the group
-  // register one record for them with the parent (which has ended, so it is lingering at once).
-  // A sibling's failure aborting the group itself does not count: the tasks' request goes on.
+  readonly limit: number
+  // The group's own scope: a child of the parent scope (or a root following the parent signal).
+  // Its signal is the group's signal, and tasks run with it current.
+  readonly #scope: Scope
+  // Tracking costs nothing until it matters: the group learns from its scope that the parent
+  // ended, and only then, if tasks are still pending, does it register one record for them with
+  // the parent (which has ended, so it is lingering at once). A sibling's failure aborting the
+  // group itself does not count: the tasks' request goes on.
   readonly #tracker: Scope | undefined
   #startedAt = 0
   #startSite: string | undefined = undefined
   #tracked: TrackedTask | undefined = undefined
   #mode = Collect.None
   #results: unknown[] | undefined = undefined
+  // all()/allSettled() starting every task at once: the tasks' results, read only to count the
+  // pending ones once the group lingers (V8's Promise.all does the per-task bookkeeping otherwise).
+  #started: unknown[] | undefined = undefined
   #active = 0
   #queue: Queued[] | undefined = undefined
   #queueHead = 0
   #aborted = false
+  #ended = false
   #reason: unknown = undefined
   #onIdle: ((aborted: boolean, reason: unknown) => void) | undefined = undefined
   #waiter: Promise<void> | undefined = undefined
@@ -141,31 +140,21 @@ export class TaskGroup implements AbortSubscriber {
     this.limit = options?.limit === undefined ? Number.POSITIVE_INFINITY : checkCount('limit', options.limit)
     const signal = options?.signal === undefined ? undefined : checkSignal('signal', options.signal)
     const parent = signal === undefined ? currentScope() : scopeForSignal(signal)
-    this.#parent = parent
     this.#tracker = parent
-    if (parent !== undefined) {
-      if (!parent[kSubscribe](this)) this.#abort(parent[kReason])
-    } else if (signal !== undefined) {
-      if (signal.aborted) this.#abort(signal.reason)
-      else {
-        this.#external = signal
-        this.#onExternalAbort = () => this.#abort(signal.reason)
-        signal.addEventListener('abort', this.#onExternalAbort, { once: true })
-      }
-    }
+    const scope =
+      parent !== undefined ? Scope.create(parent, undefined, undefined) : Scope.create(undefined, undefined, signal)
+    // What the tasks start is the group's until the group is done, even once a failure aborted it.
+    scope[kHoldTasks] = true
+    this.#scope = scope
+    scope[kOnAbort] = this // told at once if the parent has aborted already
   }
 
   /**
    * The group's signal: aborts on the first failure, when the parent aborts, or when `wait()`
-   * settles (for whatever still listens to it then, and for whoever reads it afterwards).
+   * settles.
    */
   get signal(): AbortSignal {
-    let controller = this.#controller
-    if (controller === undefined) controller = this.#controller = new AbortController()
-    // A group that finished with nobody listening released its signal without aborting it (see
-    // #end); whoever asks for it now gets it aborted.
-    if (this.#aborted && !controller.signal.aborted) controller.abort(reasonValue(this.#reason))
-    return controller.signal
+    return this.#scope.signal
   }
 
   /**
@@ -219,33 +208,36 @@ export class TaskGroup implements AbortSubscriber {
     return new TaskGroup(options).#runAll(tasks, mode)
   }
 
-  /** @internal The parent scope aborted (it has already dropped its link to the group). */
+  /**
+   * @internal The group's scope aborted. From the group itself (a failure, or its end) this
+   * changes nothing; otherwise the parent ended (or the parent signal aborted): the tasks still
+   * running are lingering, and so is what they started.
+   */
   [kScopeAborted](reason: unknown): void {
-    this.#parent = undefined
+    if (this.#aborted) return
     if (this.#active > 0 && this.#tracker !== undefined) {
       this.#tracked = this.#tracker[kTrack]('group', this.#startedAt, this.#startSite)
+      this.#countPending()
       this.#syncTracked()
     }
+    this.#scope[kHoldTasks] = false
     this.#abort(reason)
   }
 
   /**
-   * Every task has settled: the group is done, and unlinked from its parent. As Go cancels the
-   * group's context when `Wait` returns, whatever is still listening to the group's signal (a
-   * fetch, a timer or a driver call a task started and left behind) is told to stop: the signal
-   * aborts. A signal nobody listens to any more is released instead: in Node every `abort()` builds
-   * a trusted Event kept in a WeakSet, which under load costs microseconds per fan-out for no one.
+   * Every task has settled: the group is done. Its signal aborts (if it was aborted already, it
+   * keeps its reason), so whatever still holds it is told to stop, and what the tasks started and
+   * left pending is lingering from now on.
    */
   #end(): void {
-    if (this.#aborted) return
-    const controller = this.#controller
-    if (controller !== undefined && getEventListeners(controller.signal, 'abort').length > 0) {
-      this.#abort(lazyReason(groupFinished))
-      return
+    if (this.#ended) return
+    this.#ended = true
+    if (!this.#aborted) {
+      this.#aborted = true
+      this.#reason = lazyReason(groupFinished)
+      this.#scope[kAbort](this.#reason)
     }
-    this.#aborted = true
-    this.#reason = lazyReason(groupFinished)
-    this.#unlink()
+    this.#scope[kHoldTasks] = false
   }
 
   /** Aborts the group's signal; queued tasks never start. The first reason wins. */
@@ -253,22 +245,10 @@ export class TaskGroup implements AbortSubscriber {
     if (this.#aborted) return
     this.#aborted = true
     this.#reason = reason
-    this.#unlink()
-    this.#controller?.abort(reasonValue(reason))
     this.#queue = undefined
     this.#queueHead = 0
+    this.#scope[kAbort](reason)
     this.#settleIfIdle()
-  }
-
-  #unlink(): void {
-    if (this.#parent !== undefined) {
-      this.#parent[kUnsubscribe](this)
-      this.#parent = undefined
-    }
-    if (this.#external !== undefined) {
-      this.#external.removeEventListener('abort', this.#onExternalAbort as () => void)
-      this.#external = this.#onExternalAbort = undefined
-    }
   }
 
   #runAll(tasks: readonly Task<unknown>[], mode: Collect): Promise<unknown[]> {
@@ -308,29 +288,18 @@ export class TaskGroup implements AbortSubscriber {
    * started task to settle.
    */
   #runAllAtOnce(tasks: readonly Task<unknown>[], mode: Collect): Promise<unknown[]> {
-    const signal = this.signal
     this.#noteStart()
     this.#active = tasks.length
     const started: unknown[] = new Array(tasks.length)
-    if (mode === Collect.Outcomes) {
-      // allSettled: a synchronous throw is one task's outcome; the others start regardless.
-      for (let index = 0; index < tasks.length; index++) {
-        try {
-          started[index] = (tasks[index] as Task<unknown>)(signal)
-        } catch (error) {
-          started[index] = Promise.reject(error)
-        }
-      }
-      return Promise.allSettled(started).then((outcomes) => this.#done(outcomes))
-    }
-    let count = 0
-    try {
-      for (; count < tasks.length; count++) started[count] = (tasks[count] as Task<unknown>)(signal)
-    } catch (error) {
+    this.#started = started
+    // One entry into the group's scope for all of them: each task's continuations keep it.
+    const count = runInScope(this.#scope, TaskGroup.#startAll, this, tasks, started, mode)
+    if (mode === Collect.Outcomes) return Promise.allSettled(started).then((outcomes) => this.#done(outcomes))
+    if (count < tasks.length) {
       // A synchronous throw: the tasks already started are told to stop, the rest never start.
       started.length = count
       this.#active = count
-      this.#abort(error)
+      return this.#afterFailure(started)
     }
     if (this.#aborted) return this.#afterFailure(started)
     return Promise.all(started).then(
@@ -346,6 +315,7 @@ export class TaskGroup implements AbortSubscriber {
   #afterFailure(started: unknown[]): Promise<never> {
     return Promise.allSettled(started).then(() => {
       this.#release()
+      this.#end()
       throw reasonValue(this.#reason)
     })
   }
@@ -362,7 +332,29 @@ export class TaskGroup implements AbortSubscriber {
 
   #release(): void {
     this.#active = 0
+    this.#started = undefined
     this.#syncTracked()
+  }
+
+  /**
+   * all() started its tasks at once and left the counting to Promise.all: once the group lingers,
+   * count the tasks still pending one by one, so that its record says how many there are.
+   */
+  #countPending(): void {
+    const started = this.#started
+    if (started === undefined) return
+    let pending = 0
+    const settled = () => {
+      if (this.#started !== started) return // released already
+      this.#active = --pending
+      this.#syncTracked()
+    }
+    for (const result of started) {
+      if (!isThenable(result)) continue
+      pending++
+      result.then(settled, settled)
+    }
+    this.#active = pending
   }
 
   /** Keeps the lingering record's count in step with the tasks still running; drops it at zero. */
@@ -384,7 +376,7 @@ export class TaskGroup implements AbortSubscriber {
   #start(task: Task<unknown>, index: number): void {
     if (this.#active++ === 0) this.#noteStart()
     this.#syncTracked()
-    this.#run(task, index)
+    runInScope(this.#scope, TaskGroup.#runTask, this, task, index)
   }
 
   /** Remembers when (and, if stacks are captured, where) the group's current tasks started. */
@@ -395,21 +387,49 @@ export class TaskGroup implements AbortSubscriber {
     this.#startSite = tracker[kStartSite]()
   }
 
-  #run(task: Task<unknown>, index: number): void {
+  /**
+   * Starts every task of all()/allSettled(); called with the group's scope current.
+   *
+   * @returns how many tasks were started before one threw synchronously (all of them otherwise;
+   *   allSettled keeps going, a throw being one task's outcome)
+   */
+  static #startAll(group: TaskGroup, tasks: readonly Task<unknown>[], started: unknown[], mode: Collect): number {
+    const signal = group.signal
+    if (mode === Collect.Outcomes) {
+      for (let index = 0; index < tasks.length; index++) {
+        try {
+          started[index] = (tasks[index] as Task<unknown>)(signal)
+        } catch (error) {
+          started[index] = Promise.reject(error)
+        }
+      }
+      return tasks.length
+    }
+    let count = 0
+    try {
+      for (; count < tasks.length; count++) started[count] = (tasks[count] as Task<unknown>)(signal)
+    } catch (error) {
+      group.#abort(error)
+    }
+    return count
+  }
+
+  /** Runs one task of go()/tryGo() or a queued one; called with the group's scope current. */
+  static #runTask(group: TaskGroup, task: Task<unknown>, index: number): void {
     let result: unknown
     try {
-      result = task(this.signal)
+      result = task(group.signal)
     } catch (error) {
-      this.#finish(index, false, error)
+      group.#finish(index, false, error)
       return
     }
     if (!isThenable(result)) {
-      this.#finish(index, true, result)
+      group.#finish(index, true, result)
       return
     }
     result.then(
-      (value) => this.#finish(index, true, value),
-      (error: unknown) => this.#finish(index, false, error),
+      (value) => group.#finish(index, true, value),
+      (error: unknown) => group.#finish(index, false, error),
     )
   }
 

@@ -1,7 +1,18 @@
 import { getEventListeners } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it } from 'vitest'
-import { all, allSettled, CanceledError, createScope, currentScope, isCanceled, TaskGroup } from '../src/index.js'
+import {
+  all,
+  allSettled,
+  CanceledError,
+  createPool,
+  createScope,
+  currentScope,
+  inspect,
+  isCanceled,
+  Scope,
+  TaskGroup,
+} from '../src/index.js'
 
 /** A promise with its resolve/reject exposed, for ordering tests without timing. */
 function deferred<T = void>() {
@@ -205,21 +216,27 @@ describe('TaskGroup', () => {
     await expect(seen).rejects.toBe(reason)
   })
 
-  it("runs its tasks in the caller's async context", async () => {
-    const scope = createScope()
-    const seen = await scope.run(async () => {
+  it("runs its tasks with the group's own scope current: a child of the caller's, whose signal is the group's", async () => {
+    const scope = createScope({ timeout: 60_000 })
+    const { group, seen } = await scope.run(async () => {
       const group = new TaskGroup({ limit: 1 })
-      const scopes: unknown[] = []
+      const seen: (Scope | undefined)[] = []
       for (let i = 0; i < 3; i++) {
         group.go(async () => {
           await sleep(1)
-          scopes.push(currentScope())
+          seen.push(currentScope())
         })
       }
       await group.wait()
-      return scopes
+      return { group, seen }
     })
-    expect(seen).toEqual([scope, scope, scope])
+    expect(seen).toHaveLength(3)
+    const [first] = seen
+    expect(first).toBeInstanceOf(Scope)
+    expect(first).not.toBe(scope)
+    expect(seen.every((each) => each === first)).toBe(true)
+    expect(first?.signal).toBe(group.signal)
+    expect(first?.deadline).toBe(scope.deadline)
     scope.cancel()
   })
 
@@ -346,6 +363,83 @@ describe('when a group is done', () => {
     expect(group.signal.aborted).toBe(true)
     expect(held).toBe(group.signal)
     expect(group.tryGo(() => undefined)).toBe(false)
+  })
+})
+
+describe('the group signal, once the group is done, whoever holds it', () => {
+  it('aborts a signal a task derived with AbortSignal.any', async () => {
+    let derived: AbortSignal | undefined
+    await all([
+      (signal) => {
+        derived = AbortSignal.any([signal])
+      },
+    ])
+    expect(derived?.aborted).toBe(true)
+    expect(isCanceled(derived?.reason)).toBe(true)
+  })
+
+  it('reads as aborted to a task that kept it and polls it, without asking the group again', async () => {
+    let held: AbortSignal | undefined
+    await all([
+      (signal) => {
+        held = signal
+      },
+    ])
+    expect(() => held?.throwIfAborted()).toThrow('task group finished')
+  })
+
+  it('keeps the reason of a failure rather than replacing it with "finished"', async () => {
+    let held: AbortSignal | undefined
+    const failure = new Error('boom')
+    await expect(
+      all([
+        (signal) => {
+          held = signal
+        },
+        () => Promise.reject(failure),
+      ]),
+    ).rejects.toBe(failure)
+    expect(held?.reason).toBe(failure)
+  })
+})
+
+describe('a group that outlives its request', () => {
+  it("lists one lingering record counting only the tasks still pending, for all()'s fast path", async () => {
+    const scope = createScope()
+    let release: (() => void) | undefined
+    const result = scope.run(() =>
+      all([
+        () => 'done at once',
+        () => sleep(1).then(() => 'soon'),
+        () => new Promise<void>((resolve) => (release = resolve)), // ignores its signal
+      ]),
+    )
+    await sleep(20)
+    scope.cancel()
+    await expect.poll(() => inspect().lingering.filter((task) => task.kind === 'group')).toHaveLength(1)
+    const [record] = inspect().lingering.filter((task) => task.kind === 'group')
+    expect(record?.tasks).toBe(1)
+    release?.()
+    await expect(result).rejects.toSatisfy(isCanceled)
+    await expect.poll(() => inspect().lingering).toHaveLength(0)
+  })
+
+  it('counts nothing as lingering when a failure stops the work its tasks started', async () => {
+    const before = inspect().counters.lingering
+    const scope = createScope()
+    await expect(
+      scope.run(() =>
+        all([
+          () => all([(signal) => sleep(10_000, undefined, { signal })]),
+          () => createPool({ concurrency: 1 }).run((signal) => sleep(10_000, undefined, { signal })),
+          () => Promise.reject(new Error('sibling failed')),
+        ]),
+      ),
+    ).rejects.toThrow('sibling failed')
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(inspect().counters.lingering).toBe(before)
+    expect(inspect().lingering).toHaveLength(0)
+    scope.cancel()
   })
 })
 
