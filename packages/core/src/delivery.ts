@@ -1,6 +1,6 @@
 import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { everyCheckInterval, trackServer } from './connections.js'
+import { connectionPhase, everyCheckInterval, trackServer } from './connections.js'
 import { counters } from './registry.js'
 import type { HttpResponse } from './transport.js'
 import { checkDuration, optional, received } from './validate.js'
@@ -153,13 +153,13 @@ function inspectSocket(socket: WatchedSocket, settings: DeliverySettings, now: n
     if (socket[kWatch] !== undefined) socket[kWatch] = undefined
     return
   }
-  const res = socket._httpMessage
-  // Bytes waiting with no response attached: the connection was upgraded (a WebSocket), which
-  // is not HTTP's to bound. (A response stays attached until the kernel has taken all of it.)
-  if (res == null) {
+  // Bytes waiting with no response in the connection: it was upgraded (a WebSocket), which is not
+  // HTTP's to bound. (A response stays attached until the kernel has taken all of it.)
+  if (connectionPhase(socket) !== 'active') {
     if (socket[kWatch] !== undefined) socket[kWatch] = undefined
     return
   }
+  const res = socket._httpMessage as ServerResponse
   const delivered = accepted(socket)
   const watch = socket[kWatch]
   if (watch === undefined || watch.res !== res) {

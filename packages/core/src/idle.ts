@@ -1,6 +1,6 @@
-import type { Server, ServerResponse } from 'node:http'
+import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
-import { everyCheckInterval, trackServer } from './connections.js'
+import { connectionPhase, everyCheckInterval, trackServer } from './connections.js'
 import { counters } from './registry.js'
 import { checkCount } from './validate.js'
 
@@ -18,8 +18,6 @@ const kIdleRead = Symbol('tether.idleRead')
 const kIdleWatcher = Symbol.for('tether.idleWatcher')
 
 type IdleSocket = Socket & {
-  _httpMessage?: ServerResponse | null
-  parser?: unknown
   [kIdleSince]?: number | undefined
   [kIdleRead]?: number
 }
@@ -35,17 +33,12 @@ export function resolveMaxIdle(value: unknown): number {
 }
 
 /**
- * Whether a connection is idle between requests: it has served one (its parser is still there,
- * which an upgraded connection's is not), no response is in progress, nothing waits to be sent,
- * and nothing has been read since it was last seen idle (a request's first bytes may be arriving).
+ * Whether a connection is idle between requests (see {@link connectionPhase}: it has served one,
+ * no response is in it and it was not upgraded), nothing waits to be sent, and nothing has been
+ * read since it was last seen idle (a request's first bytes may be arriving).
  */
 function isIdle(socket: IdleSocket, now: number): boolean {
-  const idle =
-    !socket.destroyed &&
-    socket.parser != null &&
-    socket._httpMessage == null &&
-    socket.bytesRead > 0 &&
-    socket.writableLength === 0
+  const idle = !socket.destroyed && connectionPhase(socket) === 'idle' && socket.writableLength === 0
   if (!idle) {
     if (socket[kIdleSince] !== undefined) socket[kIdleSince] = undefined
     return false

@@ -1,4 +1,4 @@
-export { trackConnections } from './connections.js'
+export { onShutdown, type ShutdownNotice, trackConnections } from './connections.js'
 export { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from './deadline-header.js'
 export type { DeliveryOptions, DeliverySettings } from './delivery.js'
 export {

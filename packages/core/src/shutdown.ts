@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
-import { type ServerState, trackServer } from './connections.js'
+import { connectionPhase, notifyShutdown, type ServerState, trackServer } from './connections.js'
 import { ShutdownError, withoutStack } from './errors.js'
 import { counters, inflightRequests } from './registry.js'
 import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
@@ -60,6 +60,13 @@ export interface ShutdownReport {
    * a drain, else when the drain ends.
    */
   readonly idleClosed: number
+  /**
+   * Upgraded connections (WebSockets) open when shutdown began. They get `grace` to close (the
+   * app learns of the shutdown through `onShutdown()`), like in-flight requests.
+   */
+  readonly upgraded: number
+  /** Upgraded connections still open when the grace period ran out, closed by shutdown. */
+  readonly upgradedClosed: number
   /** How long shutdown took, in milliseconds. */
   readonly durationMs: number
 }
@@ -217,6 +224,7 @@ async function run(
   const sockets = state.sockets as Set<ServerSocket>
   const h2 = state.h2
   const started = Date.now()
+  notifyShutdown(state, { grace })
   let finished = 0
   let aborted = 0
   let idleClosed = 0
@@ -239,9 +247,10 @@ async function run(
     server.removeAllListeners('request')
     server.on('request', duringShutdown)
   }
+  let drainTimer: NodeJS.Timeout | undefined
   const closeIdle = () => {
     for (const socket of sockets) {
-      if (!socket._httpMessage && socket.bytesRead > 0) {
+      if (connectionPhase(socket) === 'idle') {
         socket.destroy()
         idleClosed++
       }
@@ -258,7 +267,7 @@ async function run(
   }
   const lingerThenClose = (socket: ServerSocket) => {
     const timer = setTimeout(() => {
-      if (socket._httpMessage || socket.destroyed) return // carrying the next request: in flight
+      if (connectionPhase(socket) !== 'idle' || socket.destroyed) return // carrying the next request
       socket.destroy()
       idleClosed++
     }, LINGER_MS).unref()
@@ -267,14 +276,15 @@ async function run(
   // The socket is taken when the response is: Node detaches it from the response once it ends.
   const onResponseClose = (res: ServerResponse, socket: ServerSocket) => {
     pending.delete(res)
-    if (!gracePassed && res.writableEnded) finished++
+    if (!gracePassed && res.writableFinished) finished++
     // A framework keeps the keep-alive it promised, and answers the follow-up itself.
     if (framework) lingerThenClose(socket)
-    // Keep-alive was promised before shutdown began: close the connection now that it is idle.
-    else if (!socket._httpMessage) socket.destroy()
+    // Keep-alive was promised before shutdown began. During the drain the connection stays open
+    // for the request a client or proxy may be sending on it already (served, with Connection:
+    // close), and is closed at the drain's end if idle; after it, it is closed now that it is idle.
+    else if (drainTimer === undefined && connectionPhase(socket) === 'idle') socket.destroy()
   }
 
-  let drainTimer: NodeJS.Timeout | undefined
   if (drain > 0) {
     // The framework's own listeners keep serving (Fastify's answer while closing included).
     server.prependListener('request', closeAfterResponse)
@@ -289,21 +299,23 @@ async function run(
     refuseFromNowOn()
   }
 
+  state.onClose = checkDrained
+  let upgraded = 0
   for (const socket of sockets) {
-    socket.once('close', checkDrained)
-    const res = socket._httpMessage
-    if (res && !res.writableEnded) {
+    const phase = connectionPhase(socket)
+    if (phase === 'active') {
+      // In flight until its response's 'finish': a handler that has ended its response is not
+      // done while the body is still being delivered to a slow reader.
+      const res = socket._httpMessage as ServerResponse
       pending.add(res)
       // Node then answers with Connection: close. A framework keeps the keep-alive it promised:
       // Fastify answers the follow-up itself (its close tests expect a 503, not a refusal).
       if (!res.headersSent && !framework) res.shouldKeepAlive = false
       res.once('close', () => onResponseClose(res, socket))
-    } else if (framework && res) {
-      // Its response has ended but not left it: a pipelined request may be behind it, unparsed
-      // (Fastify's close-pipelining tests expect it answered).
-      lingerThenClose(socket)
-    } else if (socket.bytesRead > 0 && drain === 0) {
-      socket.destroy() // idle keep-alive
+    } else if (phase === 'upgraded') {
+      upgraded++ // gets grace, like a request in flight; the app was told through onShutdown()
+    } else if (phase === 'idle' && drain === 0) {
+      socket.destroy()
       idleClosed++
     }
   }
@@ -328,7 +340,9 @@ async function run(
     if (grace > 0) frameworkMayClose?.()
   }
 
+  let upgradedClosed = 0
   if (sockets.size > 0 || (h2 !== undefined && h2.sessions.size > 0)) {
+    for (const socket of sockets) if (connectionPhase(socket) === 'upgraded') upgradedClosed++
     const reason = withoutStack(() => new ShutdownError())
     // Tether's own requests: abort their scopes, which answers 503 or cuts them and seals them.
     for (const request of inflightRequests()) {
@@ -351,6 +365,7 @@ async function run(
     if (h2 !== undefined) destroySessions(h2)
   }
   frameworkMayClose?.() // all done before the drain ended, or nothing to abort
+  state.onClose = undefined
   if (h2 !== undefined) h2.onChange = undefined
   // Connections tether never saw (accepted before tracking began) are Node's to list: close them
   // too (an HTTP/2 server has no such list). Then http's own close clears its timeout checker;
@@ -364,6 +379,8 @@ async function run(
     refused: counters.refusedDuringShutdown - refusedBefore,
     drained: servedInDrain,
     idleClosed,
+    upgraded,
+    upgradedClosed,
     durationMs: Date.now() - started,
   }
 }
