@@ -1,6 +1,7 @@
 import http2 from 'node:http2'
 import https from 'node:https'
 import type { AddressInfo } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createTether, hardenServer, inspect, shutdown } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -312,6 +313,58 @@ describe('hardenServer() on an HTTP/2 server', () => {
     clearInterval(trickle)
     const took = Date.now() - started
     expect(took).toBeGreaterThanOrEqual(300 - 10)
+    expect(took).toBeLessThan(300 + 2_000)
+  })
+
+  it('closes a session whose HEADERS block stops half-way and then sends nothing, within headersTimeout', async () => {
+    const server = hardenServer(http2.createServer(hello), { headersTimeout: 300, checkInterval: 50 })
+    const url = await listen(server)
+    const socket = await connect(url)
+    socket.on('error', () => undefined)
+    socket.resume()
+    const started = Date.now()
+    const closed = new Promise((resolve) => socket.on('close', resolve))
+    socket.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+    socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])) // SETTINGS, empty
+    // HEADERS on stream 1 without END_HEADERS, then silence: the stream is half-open in nghttp2,
+    // and Node has no stream object for it.
+    socket.write(Buffer.from([0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]))
+    await closed
+    const took = Date.now() - started
+    expect(took).toBeGreaterThanOrEqual(300 - 10)
+    expect(took).toBeLessThan(300 + 2_000)
+  })
+
+  it('closes a session whose later HEADERS block stops half-way, after a stream it completed', async () => {
+    let served = 0
+    const counted = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+      served++
+      hello(req, res)
+    }
+    const server = hardenServer(http2.createServer(counted), {
+      headersTimeout: 300,
+      keepAliveTimeout: 60_000,
+      checkInterval: 50,
+    })
+    const url = await listen(server)
+    const socket = await connect(url)
+    socket.on('error', () => undefined)
+    socket.resume()
+    const closed = new Promise((resolve) => socket.on('close', resolve))
+    socket.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+    socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])) // SETTINGS, empty
+    // A complete GET / on stream 1 (END_STREAM | END_HEADERS): :method GET, :scheme http, :path /,
+    // :authority (indexed name, literal value "a").
+    socket.write(Buffer.from([0, 0, 6, 1, 0x05, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41, 0x01, 0x61]))
+    await eventually(() => served === 1, 2_000, 'stream 1 served')
+    await sleep(100)
+    // Then stream 3's HEADERS without END_HEADERS, and silence.
+    const started = Date.now()
+    socket.write(Buffer.from([0, 0, 1, 1, 0, 0, 0, 0, 3, 0x82]))
+    await closed
+    const took = Date.now() - started
+    expect(took).toBeGreaterThanOrEqual(300 - 60)
+    // Far below keepAliveTimeout, which is what an idle session would get.
     expect(took).toBeLessThan(300 + 2_000)
   })
 

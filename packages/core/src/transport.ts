@@ -100,6 +100,7 @@ export function sendAnswer(
 
 const kActiveAt = Symbol('tether.activeAt')
 const kLastStream = Symbol('tether.lastStreamId')
+const kOpenedStream = Symbol('tether.openedStreamId')
 const kBornAt = Symbol('tether.bornAt')
 const kSessionOf = Symbol('tether.sessionOf')
 const kRawSocket = Symbol('tether.rawSocket')
@@ -121,6 +122,8 @@ export type TrackedSession = Http2Session & {
   [kActiveAt]: number
   /** The last stream id the checker saw processed (0: no stream was ever opened). */
   [kLastStream]: number
+  /** The id of the last stream whose headers Node received in full (0: none yet). */
+  [kOpenedStream]: number
   /** The session's socket itself (`session.socket` is a proxy that refuses `destroy()`). */
   [kRawSocket]?: Socket
   /** Open streams, kept by tether only where Node's own list is not reachable. */
@@ -203,6 +206,7 @@ export function adoptStream(state: SessionState, stream: ServerHttp2Stream): voi
   const session = stream.session as TrackedSession | undefined
   if (session === undefined || session[kServerOf] !== undefined) return
   adoptSession(state, session)
+  if (stream.id !== undefined) session[kOpenedStream] = stream.id
   session[kStreams]?.add(stream)
 }
 
@@ -211,6 +215,11 @@ function adoptSession(state: SessionState, session: Http2Session): void {
   tracked[kServerOf] = state.server
   tracked[kActiveAt] = Date.now()
   tracked[kLastStream] = 0
+  tracked[kOpenedStream] = 0
+  // nghttp2 counts a stream as processed from its first HEADERS frame, Node announces it once the
+  // header block is complete: the gap between the two is a header block still arriving. One
+  // listener per session, not per stream.
+  session.on('stream', noteOpened)
   if (nodeStreams(session) === undefined) {
     tracked[kStreams] = new Set()
     if (!state.perStream) {
@@ -227,6 +236,10 @@ function adoptSession(state: SessionState, session: Http2Session): void {
     state.sessions.delete(tracked)
     state.onChange?.()
   })
+}
+
+function noteOpened(this: TrackedSession, stream: ServerHttp2Stream): void {
+  if (stream.id !== undefined && stream.id > this[kOpenedStream]) this[kOpenedStream] = stream.id
 }
 
 function trackStream(stream: ServerHttp2Stream): void {
@@ -279,7 +292,7 @@ export function drainSessions(state: SessionState, passed: () => boolean): Sessi
     const streams = streamsOf(session)
     if (streams.size === 0) drain.idleClosed++
     for (const stream of streams.values()) {
-      if (stream.writableEnded) continue
+      if (stream.writableFinished) continue // a response still being delivered is in flight
       drain.pending.add(stream)
       stream.once('close', () => {
         drain.pending.delete(stream)
@@ -349,7 +362,8 @@ export interface SessionLimits {
  * HTTP/2 sessions, so one checker per server, every `checkInterval`, walks them:
  *
  * - a session that has opened no stream within `headersTimeout` of being accepted (it sends
- *   nothing, or never completes a HEADERS block: HTTP/2's slowloris) is closed;
+ *   nothing, or never completes a HEADERS block: HTTP/2's slowloris), or whose header block for a
+ *   later stream is not complete within `headersTimeout` of its first frame, is closed;
  * - a session with no open stream for `keepAliveTimeout` gets GOAWAY and is closed;
  * - a stream whose request (headers and body) is not complete within `requestTimeout` is
  *   answered 408 and reset, as Node answers an HTTP/1.1 request that takes too long;
@@ -404,14 +418,19 @@ function checkSessions(state: SessionState, limits: SessionLimits): void {
       if (streams.size === 0) destroyIfClosed(session)
       continue
     }
-    // Busy since the last check: streams open now, or opened and closed in between.
+    // A header block begun and not finished: the stream is half-open in nghttp2, and not yet one
+    // of Node's. Only headersTimeout bounds it, whatever else the session does (slowloris).
     const last = session.state.lastProcStreamID ?? 0
-    if (streams.size > 0 || last !== session[kLastStream]) {
+    const headersPending = last > session[kOpenedStream]
+    // Busy since the last check: a stream began (its headers may still be arriving), or streams
+    // are open with no header block pending.
+    if (last !== session[kLastStream] || (streams.size > 0 && !headersPending)) {
       session[kLastStream] = last
       session[kActiveAt] = now
     } else {
       const quiet = now - session[kActiveAt]
-      if (last > 0 ? quiet >= limits.keepAliveTimeout : quiet >= limits.headersTimeout) closeSession(session)
+      const bound = last === 0 || headersPending ? limits.headersTimeout : limits.keepAliveTimeout
+      if (quiet >= bound) closeSession(session)
     }
     if (limits.requestTimeout === 0) continue
     for (const stream of streams.values() as IterableIterator<TrackedStream>) {
