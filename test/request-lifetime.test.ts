@@ -2,6 +2,7 @@ import http from 'node:http'
 import { inspect } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
+import { armedTimers } from '../packages/core/src/timers.js'
 import { connect, eventually, hangUpAfter, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
 
@@ -113,5 +114,20 @@ describe.each(frameworks)('$name: what a request scope promises', (framework) =>
     expect(statuses.filter((status) => status === 200)).toHaveLength(200)
     expect(statuses.filter((status) => status === 503)).toHaveLength(200)
     await eventually(() => inspect().inflight.length === 0, 2_000, 'no request in flight')
+  })
+})
+
+describe.each(frameworks)('$name: deadline timers', (framework) => {
+  it('leaves no timer armed after requests whose budget headers all differ', async () => {
+    server = await framework.start({ timeout: 60_000 })
+    const before = armedTimers()
+    const responses = await Promise.all(
+      Array.from({ length: 40 }, (_, index) =>
+        send(`${server?.url}/fast`, { headers: { 'x-request-timeout-ms': String(30_000 + index * 13) } }),
+      ),
+    )
+    for (const response of responses) expect(response.status).toBe(200)
+    await eventually(() => inspect().inflight.length === 0, 2_000, 'nothing in flight')
+    expect(armedTimers()).toBe(before)
   })
 })

@@ -1,7 +1,8 @@
 /**
  * Deadline timers without a timer per deadline. Scopes waiting for a deadline sit in one list per
  * distinct delay (every request of a server with `timeout: 5000` waits in the same list); each list
- * owns one unref'd Node timer, armed for its head. Entering and leaving a list is four pointer
+ * owns one unref'd Node timer, armed for its head, and cleared as soon as the list is empty, so no
+ * timer outlives the requests it was armed for. Entering and leaving a list is four pointer
  * writes, where a `setTimeout` per request allocates a Timeout, gives it an async id and inserts it
  * into Node's own lists; this is Node's timer design with the per-request object taken out.
  *
@@ -32,6 +33,13 @@ export interface Timed {
   [kList]: TimerList | undefined
   /** Called once the due time has passed. */
   [kExpire](): void
+}
+
+/** How many deadline timers are armed (tests: none may outlive its requests). @internal */
+export function armedTimers(): number {
+  let armed = 0
+  for (const list of lists.values()) if (list.timer !== undefined) armed++
+  return armed
 }
 
 /** @internal */
@@ -83,8 +91,14 @@ export function cancelTimer(entry: Timed): void {
   if (next === undefined) list.tail = prev
   else next[kPrev] = prev
   entry[kPrev] = entry[kNext] = entry[kList] = undefined
-  // The list's timer is left armed: if the list stays empty it removes itself when it fires,
-  // which is cheaper than clearing and re-creating a timer for every request of a quiet server.
+  // An empty list gives its timer back at once: with budgets from headers nearly every request
+  // has a delay of its own, and a list left armed would be a timer outliving its request. Under
+  // load a list is rarely empty, so this costs a timer per request only on a quiet server.
+  if (list.head === undefined && list.timer !== undefined) {
+    clearTimeout(list.timer)
+    list.timer = undefined
+    lists.delete(list.delay)
+  }
 }
 
 function arm(list: TimerList, now: number): void {

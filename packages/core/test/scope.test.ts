@@ -10,6 +10,7 @@ import {
   isCanceled,
   isDeadlineExceeded,
 } from '../src/index.js'
+import { armedTimers } from '../src/timers.js'
 
 // Timing assertions are one-sided with generous upper bounds: this suite runs on shared 2-core
 // machines, and what it checks is that a deadline fires, not the scheduler's precision.
@@ -387,5 +388,27 @@ describe('invalid options', () => {
   it('accepts no options at all', () => {
     expect(createScope().remaining()).toBe(Number.POSITIVE_INFINITY)
     expect(createScope({}).deadline).toBeUndefined()
+  })
+})
+
+describe('deadline timers', () => {
+  it('leave no timer armed once their scopes end, whatever distinct delays they had', () => {
+    const before = armedTimers()
+    const scopes = Array.from({ length: 200 }, (_, index) => createScope({ timeout: 60_000 + index * 7 }))
+    expect(armedTimers()).toBe(before + 200)
+    for (const scope of scopes) scope.cancel()
+    expect(armedTimers()).toBe(before)
+  })
+
+  it('keep one timer for a list while any of its scopes waits, and fire it for the rest', async () => {
+    const before = armedTimers()
+    const first = createScope({ timeout: 30 })
+    const second = createScope({ timeout: 30 })
+    expect(armedTimers()).toBe(before + 1)
+    first.cancel()
+    expect(armedTimers()).toBe(before + 1)
+    await abortedWithin(second.signal)
+    expect(isDeadlineExceeded(second.signal.reason)).toBe(true)
+    expect(armedTimers()).toBe(before)
   })
 })
