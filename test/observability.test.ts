@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { all, createScope, inspect, type LeakReport, onLeak, registerMetrics } from '@tether/core'
-import { assertNoLingering, LingeringTasksError } from '@tether/core/testing'
+import { assertNoLingering, LingeringTasksError, resetLingering } from '@tether/core/testing'
 import { tether as tetherExpress } from '@tether/express'
 import { tether as tetherFastify } from '@tether/fastify'
 import express from 'express'
@@ -61,6 +61,50 @@ async function fastifyApp(options: object, wait: Promise<void>, logged: Logged) 
   await app.ready()
   return app
 }
+
+describe('tasks that never settle', () => {
+  const NEVER = 1_005
+
+  it('are kept listed only up to the latest 1,000 once leaked, still counted, and let their request's scope go', async () => {
+    const leakedBefore = inspect().counters.leaked
+    const app = express()
+    app.use(tetherExpress({ leakAfter: 20, logger: false }))
+    let seen: WeakRef<object> | undefined
+    app.get('/never/:id', (req, res) => {
+      seen = new WeakRef(req.scope)
+      for (let index = 0; index < NEVER; index++) void req.scope.track(new Promise(() => undefined))
+      res.json({ tracked: NEVER })
+    })
+    await request(app).get('/never/1').expect(200)
+    await eventually(() => inspect().counters.leaked === leakedBefore + NEVER, 5_000, 'every task reported')
+    const listed = inspect().lingering
+    expect(listed).toHaveLength(1_000)
+    expect(listed.every((task) => task.leaked && task.method === 'GET' && task.route === '/never/:id')).toBe(true)
+    // Nothing holds the request's scope (nor its record) any more.
+    await eventually(
+      () => {
+        global.gc?.()
+        return seen?.deref() === undefined
+      },
+      5_000,
+      'the scope collected',
+    )
+    resetLingering()
+    expect(inspect().lingering).toHaveLength(0)
+    await assertNoLingering({ timeout: 0 })
+  })
+
+  it('resetLingering() lets the next test start clean after a leaky one, and keeps the counters', async () => {
+    const scope = createScope()
+    void scope.track(new Promise(() => undefined))
+    scope.cancel()
+    await expect(assertNoLingering({ timeout: 20 })).rejects.toBeInstanceOf(LingeringTasksError)
+    const counted = inspect().counters.lingering
+    resetLingering()
+    await assertNoLingering({ timeout: 0 })
+    expect(inspect().counters.lingering).toBe(counted)
+  })
+})
 
 describe('lingering tasks', () => {
   it('Express: fan-out left running after the response is listed as lingering, then leaves the list when it settles', async () => {

@@ -1,5 +1,12 @@
 import { type OutboundOrigin, outboundOrigins } from './outbound.js'
-import { type Counters, counters, describeTask, inflightRequests, type LeakReport, lingering } from './registry.js'
+import {
+  type Counters,
+  counters,
+  describeTask,
+  inflightRequests,
+  type LeakReport,
+  listedLingering,
+} from './registry.js'
 
 /** A request in progress, as listed by {@link inspect}. */
 export interface InflightRequest {
@@ -21,6 +28,10 @@ export interface LingeringTask extends LeakReport {
 /** What {@link inspect} returns: plain data, safe to `JSON.stringify`. */
 export interface Snapshot {
   readonly inflight: InflightRequest[]
+  /**
+   * Tasks pending past the end of their request: those not leaked yet, then the latest 1,000
+   * leaked ones (a task that never settles is not kept forever; the counters count every one).
+   */
   readonly lingering: LingeringTask[]
   readonly counters: Counters
   /**
@@ -58,6 +69,6 @@ export function inspect(): Snapshot {
     })
   }
   const tasks: LingeringTask[] = []
-  for (const task of lingering) tasks.push({ ...describeTask(task, now), leaked: task.leaked })
+  for (const task of listedLingering()) tasks.push({ ...describeTask(task, now), leaked: task.leaked })
   return { inflight: requests, lingering: tasks, counters: { ...counters }, outbound: outboundOrigins() }
 }

@@ -1,6 +1,6 @@
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { outboundOrigins } from './outbound.js'
-import { type Counters, counters, inflightRequests, lingering, observeLingeringSettled } from './registry.js'
+import { type Counters, counters, inflightRequests, lingeringCount, observeLingeringSettled } from './registry.js'
 import { checkOptionsObject, optional, received } from './validate.js'
 
 /**
@@ -164,7 +164,7 @@ export function registerMetrics(options?: MetricsOptions): TetherMetrics {
       help: 'Tasks pending past the end of their request.',
       registers,
       collect() {
-        this.set(lingering.size)
+        this.set(lingeringCount())
       },
     }),
   )

@@ -96,6 +96,10 @@ export class TrackedTask {
   policy: TrackingPolicy = defaultPolicy
   leaked = false
   settled = false
+  /** Listed as lingering (from its scope's end until it settles or is no longer listed). */
+  lingers = false
+  /** Where it came from, kept once it has leaked (its request is let go then). */
+  origin: { readonly method: string | null; readonly route: string | null } | undefined = undefined
   /** How many tasks this record stands for: a group registers one record for all its tasks. */
   count = 1
 
@@ -131,7 +135,10 @@ export interface InflightEntry extends RequestInfo {
 interface RegistryState {
   readonly counters: Counters
   inflightHead: InflightEntry | undefined
+  /** Lingering tasks not reported as leaked yet: the sweep walks these. */
   readonly lingering: Set<TrackedTask>
+  /** Leaked tasks, the latest {@link MAX_LEAKED_KEPT}, for inspect(). */
+  leaked: Set<TrackedTask>
   readonly settledObservers: Set<(pastEndMs: number) => void>
   /** Tasks whose scope just ended, checked once the abort has propagated. */
   ending: TrackedTask[]
@@ -163,6 +170,7 @@ if (globals[kState] === undefined) {
     },
     inflightHead: undefined,
     lingering: new Set(),
+    leaked: new Set(),
     settledObservers: new Set(),
     ending: [],
     endingCheck: undefined,
@@ -171,8 +179,9 @@ if (globals[kState] === undefined) {
   }
 }
 const state: RegistryState = globals[kState]
-// A copy of an older version may have made the counters before this one was loaded.
+// A copy of an older version may have made the counters and the state before this one was loaded.
 state.counters.outboundShed ??= 0
+state.leaked ??= new Set()
 
 /** The live counters (mutable: the request binding and the pool increment them). @internal */
 export const counters: Counters = state.counters
@@ -201,8 +210,35 @@ export function inflightRequests(): InflightEntry[] {
   for (let entry = state.inflightHead; entry !== undefined; entry = entry.inflightNext) list.push(entry)
   return list
 }
-/** Tasks pending past the end of their scope. @internal */
-export const lingering: Set<TrackedTask> = state.lingering
+/**
+ * A task that never settles would otherwise be kept, with its request, for the life of the process,
+ * and walked by every sweep and snapshot. Once reported as leaked it is listed among the latest
+ * this many, and its request is let go; the cumulative counters still count every one.
+ */
+const MAX_LEAKED_KEPT = 1_000
+
+/** Lingering tasks as `inspect()` lists them: those not leaked yet, then the latest leaked. @internal */
+export function* listedLingering(): Generator<TrackedTask> {
+  yield* state.lingering
+  yield* state.leaked
+}
+
+/** How many lingering tasks are listed (see {@link listedLingering}). @internal */
+export function lingeringCount(): number {
+  return state.lingering.size + state.leaked.size
+}
+
+/**
+ * Forgets every lingering and leaked task (they stay in the cumulative counters), for test suites:
+ * one leaky test must not fail every test after it.
+ *
+ * @internal
+ */
+export function forgetLingering(): void {
+  for (const task of listedLingering()) task.lingers = false
+  state.lingering.clear()
+  state.leaked.clear()
+}
 
 /** The diagnostics channel leak reports are published on. */
 export const LEAK_CHANNEL = 'tether:leak'
@@ -225,11 +261,12 @@ export interface LeakReport {
 
 /** Describes a lingering task for a snapshot or a report. @internal */
 export function describeTask(task: TrackedTask, now: number): LeakReport {
+  const origin = task.origin
   return {
     kind: task.kind,
     tasks: task.count,
-    method: task.request?.method ?? null,
-    route: task.request?.route() ?? null,
+    method: origin === undefined ? (task.request?.method ?? null) : origin.method,
+    route: origin === undefined ? (task.request?.route() ?? null) : origin.route,
     ageMs: now - task.startedAt,
     pastEndMs: now - task.endedAt,
     startedAt: task.stack ?? null,
@@ -274,6 +311,7 @@ function checkEnding(): void {
   for (const task of tasks) {
     if (task.settled) continue
     state.lingering.add(task)
+    task.lingers = true
     state.counters.lingering++
     const due = task.endedAt + task.policy.leakAfter
     if (due < earliest) earliest = due
@@ -288,7 +326,9 @@ function checkEnding(): void {
  */
 export function taskSettled(task: TrackedTask): void {
   task.settled = true
-  if (task.endedAt === 0 || !state.lingering.delete(task)) return
+  if (!task.lingers) return
+  task.lingers = false
+  if (!state.lingering.delete(task)) state.leaked.delete(task)
   if (state.settledObservers.size > 0) {
     const pastEndMs = Date.now() - task.endedAt
     for (const observe of state.settledObservers) observe(pastEndMs)
@@ -323,7 +363,6 @@ function sweep(): void {
   const now = Date.now()
   let next = Number.POSITIVE_INFINITY
   for (const task of state.lingering) {
-    if (task.leaked) continue
     const due = task.endedAt + task.policy.leakAfter
     if (due <= now) reportLeak(task, now)
     else if (due < next) next = due
@@ -335,8 +374,18 @@ function reportLeak(task: TrackedTask, now: number): void {
   task.leaked = true
   state.counters.leaked++
   const report = describeTask(task, now)
-  if (leakChannel.hasSubscribers) leakChannel.publish(report)
   const logger = task.request?.logger()
+  // From now on it is listed among the latest leaked tasks, and its request is let go.
+  task.origin = { method: report.method, route: report.route }
+  task.request = undefined
+  state.lingering.delete(task)
+  state.leaked.add(task)
+  if (state.leaked.size > MAX_LEAKED_KEPT) {
+    const oldest = state.leaked.values().next().value as TrackedTask
+    oldest.lingers = false // still pending and counted as leaked, no longer listed
+    state.leaked.delete(oldest)
+  }
+  if (leakChannel.hasSubscribers) leakChannel.publish(report)
   if (logger !== undefined) {
     try {
       const what = report.kind === 'group' ? `${report.tasks} task(s) of a group` : `a ${report.kind} task`

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { inspect, type LingeringTask } from './inspect.js'
-import { describeOrigin } from './registry.js'
+import { describeOrigin, forgetLingering } from './registry.js'
 import { checkDuration, checkFunction, checkOptionsObject } from './validate.js'
 
 /** Options of {@link assertNoLingering}. All optional. */
@@ -66,4 +66,24 @@ export async function assertNoLingering(options?: AssertNoLingeringOptions): Pro
     await sleep(Math.min(pause, timeout - waited))
     pause = Math.min(pause * 2, 100)
   }
+}
+
+/**
+ * Forgets every lingering and leaked task tether knows of, so that one leaky test does not fail
+ * every test after it: call it after a failed {@link assertNoLingering} (or in `afterEach`, after
+ * the assertion). The tasks themselves are not stopped, and the cumulative counters keep them.
+ *
+ * @example
+ * ```ts
+ * afterEach(async () => {
+ *   try {
+ *     await assertNoLingering()
+ *   } finally {
+ *     resetLingering()
+ *   }
+ * })
+ * ```
+ */
+export function resetLingering(): void {
+  forgetLingering()
 }
