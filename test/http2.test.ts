@@ -368,6 +368,48 @@ describe('hardenServer() on an HTTP/2 server', () => {
     expect(took).toBeLessThan(300 + 2_000)
   })
 
+  it('resets a stream whose ended response the client does not take within writeTimeout, and counts it', async () => {
+    const body = Buffer.alloc(4 * 1024 * 1024, 'x')
+    const server = hardenServer(
+      http2.createServer((_req, res) => res.end(body)),
+      { writeTimeout: 300, checkInterval: 50 },
+    )
+    const url = await listen(server)
+    const before = inspect().counters.writeTimeouts
+    // A client that never reads: its flow-control window stays shut after the first 64 KB.
+    const session = openSession(url)
+    const stream = session.request({ ':path': '/' })
+    stream.pause()
+    const started = Date.now()
+    const closed = new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? 0)))
+    stream.on('error', () => undefined)
+    expect(await closed).toBe(NGHTTP2_INTERNAL_ERROR)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300 - 10)
+    expect(inspect().counters.writeTimeouts).toBe(before + 1)
+    // A client that reads gets the same body whole.
+    const whole = await request(openSession(url), '/')
+    expect(whole.body.length).toBe(body.length)
+  })
+
+  it('closes the sessions idle longest past maxIdleConnections, never one with a stream open', async () => {
+    const server = hardenServer(
+      http2.createServer((req, res) => (req.url === '/slow' ? slow : hello)(req, res)),
+      { maxIdleConnections: 2, checkInterval: 50 },
+    )
+    const url = await listen(server)
+    const before = inspect().counters.idleEvicted
+    const sessions = Array.from({ length: 4 }, () => openSession(url))
+    for (const session of sessions) expect((await request(session, '/')).body).toBe('hello')
+    const busy = openSession(url)
+    const slowAnswer = request(busy, '/slow')
+    await eventually(() => sessions.filter((session) => session.closed).length === 2, 3_000, 'two evicted')
+    // The two idle longest (opened first) went; the busy one stays.
+    expect(sessions.map((session) => session.closed)).toEqual([true, true, false, false])
+    expect((await slowAnswer).body).toBe('slow')
+    expect(busy.closed).toBe(false)
+    expect(inspect().counters.idleEvicted).toBe(before + 2)
+  })
+
   it('answers 408 to a stream whose request is not complete within requestTimeout, and resets it', async () => {
     const server = hardenServer(
       http2.createServer((_req, _res) => undefined),

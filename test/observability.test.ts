@@ -65,7 +65,7 @@ async function fastifyApp(options: object, wait: Promise<void>, logged: Logged) 
 describe('tasks that never settle', () => {
   const NEVER = 1_005
 
-  it('are kept listed only up to the latest 1,000 once leaked, still counted, and let their request's scope go', async () => {
+  it("are kept listed only up to the latest 1,000 once leaked, still counted, and let their request's scope go", async () => {
     const leakedBefore = inspect().counters.leaked
     const app = express()
     app.use(tetherExpress({ leakAfter: 20, logger: false }))

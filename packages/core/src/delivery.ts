@@ -37,7 +37,8 @@ export interface DeliveryOptions {
    * is never measured, so a quiet stream (server-sent events) is not affected, and neither is a
    * response small enough for the kernel's socket buffers to take whole.
    * Measured on plain TCP only: over TLS (an `https` server), Node does not show how much the
-   * kernel has taken, so there only `writeTimeout` applies. `0` disables it.
+   * kernel has taken, and on HTTP/2 a stream's progress is its flow-control window, so there only
+   * `writeTimeout` applies. `0` disables it.
    * @default 240
    */
   readonly minResponseRate?: number

@@ -151,9 +151,12 @@ function setCheckInterval(server: CheckingServer, ms: number): void {
  * those settings, the same options bound sessions and streams: a session that opens no stream
  * within `headersTimeout` (it sends nothing, or never completes its headers) is closed; one with
  * no open stream for `keepAliveTimeout` gets GOAWAY and is closed; a stream whose request is not
- * complete within `requestTimeout` is answered 408 and reset; and each session may have at most
- * `maxConcurrentStreams` streams open. HTTP/1.1 clients of an `allowHTTP1` server get the
- * HTTP/1.1 timeouts.
+ * complete within `requestTimeout` is answered 408 and reset; a stream whose ended response the
+ * client does not take within `writeTimeout` is reset; past `maxIdleConnections` idle sessions,
+ * those idle longest are closed; and each session may have at most `maxConcurrentStreams` streams
+ * open. `minResponseRate` is HTTP/1.1's only: an HTTP/2 stream's progress is its flow-control
+ * window, which `writeTimeout` bounds. HTTP/1.1 clients of an `allowHTTP1` server get the HTTP/1.1
+ * timeouts.
  *
  * @param server - the server to harden: `node:http`, `node:https` or `node:http2`
  * @param options - `headersTimeout`, `requestTimeout`, `keepAliveTimeout`, `checkInterval` (ms),

@@ -9,6 +9,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2'
 import type { Socket } from 'node:net'
+import { counters } from './registry.js'
 
 /**
  * What differs between HTTP/1.1 and HTTP/2, in one place: the rest of the core (shutdown,
@@ -102,6 +103,7 @@ const kActiveAt = Symbol('tether.activeAt')
 const kLastStream = Symbol('tether.lastStreamId')
 const kOpenedStream = Symbol('tether.openedStreamId')
 const kBornAt = Symbol('tether.bornAt')
+const kEndedAt = Symbol('tether.endedAt')
 const kSessionOf = Symbol('tether.sessionOf')
 const kRawSocket = Symbol('tether.rawSocket')
 const kServerOf = Symbol('tether.serverOf')
@@ -130,7 +132,7 @@ export type TrackedSession = Http2Session & {
   [kStreams]?: Set<ServerHttp2Stream>
 }
 /** @internal */
-export type TrackedStream = ServerHttp2Stream & { [kBornAt]?: number }
+export type TrackedStream = ServerHttp2Stream & { [kBornAt]?: number; [kEndedAt]?: number }
 
 /** The HTTP/2 side of a tracked server. @internal */
 export interface SessionState {
@@ -354,6 +356,8 @@ export interface SessionLimits {
   readonly keepAliveTimeout: number
   readonly checkInterval: number
   readonly maxConcurrentStreams: number
+  readonly maxIdleConnections: number
+  readonly writeTimeout: number
 }
 
 /**
@@ -367,6 +371,11 @@ export interface SessionLimits {
  * - a session with no open stream for `keepAliveTimeout` gets GOAWAY and is closed;
  * - a stream whose request (headers and body) is not complete within `requestTimeout` is
  *   answered 408 and reset, as Node answers an HTTP/1.1 request that takes too long;
+ * - a stream whose response the handler has ended but which the client has not taken within
+ *   `writeTimeout` (a slow reader shows as a flow-control window that stays shut) is reset with
+ *   `INTERNAL_ERROR` and counted as `writeTimeouts`;
+ * - past `maxIdleConnections` idle sessions, those idle longest get GOAWAY and are closed
+ *   (counted as `idleEvicted`);
  * - each session allows at most `maxConcurrentStreams` streams at once (the SETTINGS value Node
  *   otherwise leaves unbounded).
  *
@@ -410,6 +419,7 @@ function destroyIfClosed(session: TrackedSession): void {
 
 function checkSessions(state: SessionState, limits: SessionLimits): void {
   const now = Date.now()
+  let idle = 0
   for (const session of state.sessions) {
     if (session.destroyed) continue
     const streams = streamsOf(session)
@@ -431,23 +441,51 @@ function checkSessions(state: SessionState, limits: SessionLimits): void {
       const quiet = now - session[kActiveAt]
       const bound = last === 0 || headersPending ? limits.headersTimeout : limits.keepAliveTimeout
       if (quiet >= bound) closeSession(session)
+      else if (last > 0 && !headersPending) idle++
     }
-    if (limits.requestTimeout === 0) continue
-    for (const stream of streams.values() as IterableIterator<TrackedStream>) {
-      // Dated when first seen: a request is cut within requestTimeout plus one interval.
-      const born = stream[kBornAt]
-      if (born === undefined) {
-        stream[kBornAt] = now
-        continue
-      }
-      if (now - born < limits.requestTimeout) continue
-      // The request has arrived in full once the client has ended its side of the stream.
-      if (stream.endAfterHeaders || stream.closed || stream.state.remoteClose === 1) continue
-      if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR)
-      else {
-        stream.respond({ [HTTP2_HEADER_STATUS]: 408 }, { endStream: true })
-        stream.close(NGHTTP2_NO_ERROR)
-      }
+    for (const stream of streams.values() as IterableIterator<TrackedStream>) checkStream(stream, limits, now)
+  }
+  if (idle > limits.maxIdleConnections) evictIdle(state, idle - limits.maxIdleConnections)
+}
+
+/** Bounds one stream: its request by `requestTimeout`, its delivery by `writeTimeout`. */
+function checkStream(stream: TrackedStream, limits: SessionLimits, now: number): void {
+  if (stream.closed || stream.destroyed) return
+  if (limits.writeTimeout > 0 && stream.writableEnded && !stream.writableFinished) {
+    // Ended by the handler, not yet taken by the client: dated when first seen so.
+    const ended = stream[kEndedAt]
+    if (ended === undefined) stream[kEndedAt] = now
+    else if (now - ended >= limits.writeTimeout) {
+      counters.writeTimeouts++
+      stream.close(NGHTTP2_INTERNAL_ERROR)
+      return
     }
+  }
+  if (limits.requestTimeout === 0) return
+  // Dated when first seen: a request is cut within requestTimeout plus one interval.
+  const born = stream[kBornAt]
+  if (born === undefined) {
+    stream[kBornAt] = now
+    return
+  }
+  if (now - born < limits.requestTimeout) return
+  // The request has arrived in full once the client has ended its side of the stream.
+  if (stream.endAfterHeaders || stream.state.remoteClose === 1) return
+  if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR)
+  else {
+    stream.respond({ [HTTP2_HEADER_STATUS]: 408 }, { endStream: true })
+    stream.close(NGHTTP2_NO_ERROR)
+  }
+}
+
+/** Closes the `count` sessions idle longest (rare: only past `maxIdleConnections`). */
+function evictIdle(state: SessionState, count: number): void {
+  const idle = [...state.sessions]
+    .filter((session) => !session.closed && !session.destroyed && streamsOf(session).size === 0)
+    .filter((session) => session[kLastStream] > 0 && session[kLastStream] <= session[kOpenedStream])
+    .sort((a, b) => a[kActiveAt] - b[kActiveAt])
+  for (const session of idle.slice(0, count)) {
+    counters.idleEvicted++
+    closeSession(session)
   }
 }
