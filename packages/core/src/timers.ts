@@ -1,8 +1,14 @@
 /**
  * Deadline timers without a timer per deadline. Scopes waiting for a deadline sit in one list per
  * distinct delay (every request of a server with `timeout: 5000` waits in the same list); each list
- * owns one unref'd Node timer, armed for its head, and cleared as soon as the list is empty, so no
- * timer outlives the requests it was armed for. Entering and leaving a list is four pointer
+ * owns one unref'd Node timer, armed for its head.
+ *
+ * A list that empties keeps its timer (it removes itself when the timer fires), so a server whose
+ * requests come and go one at a time does not clear and re-create a timer for each of them. Only
+ * one empty list at a time keeps its timer this way, the one emptied last: with budgets from
+ * headers nearly every request has a delay of its own, and a timer kept per delay would be a
+ * timer per request outliving it. So at most one timer, shared, unref'd and holding nothing, is
+ * armed beyond the scopes still waiting. Entering and leaving a list is four pointer
  * writes, where a `setTimeout` per request allocates a Timeout, gives it an async id and inserts it
  * into Node's own lists; this is Node's timer design with the per-request object taken out.
  *
@@ -35,7 +41,14 @@ export interface Timed {
   [kExpire](): void
 }
 
-/** How many deadline timers are armed (tests: none may outlive its requests). @internal */
+/** How many deadline timers are armed for lists with nobody waiting (at most one). @internal */
+export function emptyListsArmed(): number {
+  let armed = 0
+  for (const list of lists.values()) if (list.timer !== undefined && list.head === undefined) armed++
+  return armed
+}
+
+/** How many deadline timers are armed. @internal */
 export function armedTimers(): number {
   let armed = 0
   for (const list of lists.values()) if (list.timer !== undefined) armed++
@@ -52,6 +65,8 @@ export class TimerList {
 }
 
 const lists = new Map<number, TimerList>()
+// The one empty list allowed to keep its timer armed (see above).
+let emptyArmed: TimerList | undefined
 
 /**
  * Calls `entry[kExpire]()` once `due` (epoch ms) has passed, unless {@link cancelTimer} is called
@@ -65,6 +80,8 @@ export function startTimer(entry: Timed, due: number, now: number): void {
   if (list === undefined) {
     list = new TimerList(delay)
     lists.set(delay, list)
+  } else if (list === emptyArmed) {
+    emptyArmed = undefined
   }
   entry[kDue] = due
   entry[kList] = list
@@ -91,14 +108,18 @@ export function cancelTimer(entry: Timed): void {
   if (next === undefined) list.tail = prev
   else next[kPrev] = prev
   entry[kPrev] = entry[kNext] = entry[kList] = undefined
-  // An empty list gives its timer back at once: with budgets from headers nearly every request
-  // has a delay of its own, and a list left armed would be a timer outliving its request. Under
-  // load a list is rarely empty, so this costs a timer per request only on a quiet server.
-  if (list.head === undefined && list.timer !== undefined) {
-    clearTimeout(list.timer)
-    list.timer = undefined
-    lists.delete(list.delay)
+  if (list.head === undefined && list.timer !== undefined && list !== emptyArmed) {
+    // This list keeps its timer; the one that kept it before gives its timer back.
+    const previous = emptyArmed
+    emptyArmed = list
+    if (previous !== undefined && previous.head === undefined) release(previous)
   }
+}
+
+function release(list: TimerList): void {
+  if (list.timer !== undefined) clearTimeout(list.timer)
+  list.timer = undefined
+  lists.delete(list.delay)
 }
 
 function arm(list: TimerList, now: number): void {
@@ -117,6 +138,8 @@ function fire(list: TimerList): void {
     entry[kExpire]()
     entry = list.head
   }
-  if (list.head === undefined) lists.delete(list.delay)
-  else if (list.timer === undefined) arm(list, now)
+  if (list.head === undefined) {
+    lists.delete(list.delay)
+    if (emptyArmed === list) emptyArmed = undefined
+  } else if (list.timer === undefined) arm(list, now)
 }

@@ -1,0 +1,107 @@
+// Where a request's CPU goes, bare vs tether: each contender runs alone in a server process started
+// with --cpu-prof, under the same keep-alive load for a few seconds; the profile's samples are then
+// summed by function (self time). Prints the top functions of each, and the share of samples in
+// tether's own code, so anyone can see where tether's microseconds go.
+//
+//   pnpm bench -- --profile                      (or: node bench/profile.mjs)
+//   node bench/profile.mjs --seconds 8 --top 20 'express + tether' 'express bare'
+//
+// Uses the built packages (pnpm build); the .cpuprofile files are kept in bench/results/profiles/
+// (open them in Chrome's DevTools or speedscope).
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import http from 'node:http'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { startServer } from './lib.mjs'
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    seconds: { type: 'string', default: '5' },
+    top: { type: 'string', default: '12' },
+    connections: { type: 'string', default: '32' },
+    json: { type: 'boolean' },
+  },
+})
+const SECONDS = Number(values.seconds)
+const TOP = Number(values.top)
+const CONNECTIONS = Number(values.connections)
+const contenders =
+  positionals.length > 0 ? positionals : ['express bare', 'express + tether', 'fastify bare', 'fastify + tether']
+const serverScript = fileURLToPath(new URL('http-server.mjs', import.meta.url))
+const profiles = fileURLToPath(new URL('results/profiles/', import.meta.url))
+
+/** Keep-alive load from this process: CONNECTIONS requests in flight, for `ms`. */
+async function load(port, ms) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS })
+  const until = Date.now() + ms
+  let done = 0
+  const one = () =>
+    new Promise((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          res.resume()
+          res.on('end', resolve)
+        })
+        .on('error', reject)
+    })
+  await Promise.all(
+    Array.from({ length: CONNECTIONS }, async () => {
+      while (Date.now() < until) {
+        await one()
+        done++
+      }
+    }),
+  )
+  agent.destroy()
+  return done
+}
+
+/** Self samples per function of a V8 .cpuprofile, as shares of all samples. */
+function selfTime(profile) {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+  const counts = new Map()
+  for (const id of profile.samples) {
+    const { callFrame } = byId.get(id)
+    const where = callFrame.url
+      ? `${callFrame.url.replace(/^.*node_modules\//, '').replace(/^.*\/packages\//, 'packages/')}:${callFrame.lineNumber + 1}`
+      : ''
+    const key = `${callFrame.functionName || '(anonymous)'} ${where}`.trim()
+    counts.set(key, (counts.get(key) ?? 0) + 1)
+  }
+  const total = profile.samples.length
+  const ranked = [...counts].sort((a, b) => b[1] - a[1]).map(([name, count]) => ({ name, share: count / total }))
+  const tether = ranked
+    .filter(({ name }) => /packages\/(core|express|fastify)\/|@tether\//.test(name))
+    .reduce((sum, { share }) => sum + share, 0)
+  return { total, ranked, tether }
+}
+
+const results = {}
+for (const name of contenders) {
+  const dir = `${profiles}${name.replace(/[^a-z0-9]+/gi, '-')}/`
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true })
+  const server = startServer(serverScript, [name], ['--cpu-prof', `--cpu-prof-dir=${dir}`])
+  const { ports } = await server.ask()
+  await load(ports[name], 1_000) // warm-up, profiled too but dwarfed by the measured window
+  const requests = await load(ports[name], SECONDS * 1_000)
+  await new Promise((resolve) => {
+    server.child.once('exit', resolve)
+    server.stop()
+  })
+  const file = readdirSync(dir).find((entry) => entry.endsWith('.cpuprofile'))
+  const { total, ranked, tether } = selfTime(JSON.parse(readFileSync(`${dir}${file}`, 'utf8')))
+  results[name] = { requests, samples: total, tetherShare: tether, top: ranked.slice(0, TOP) }
+}
+
+if (values.json) {
+  process.stdout.write(`${JSON.stringify(results)}\n`)
+} else {
+  for (const [name, result] of Object.entries(results)) {
+    console.log(
+      `\n${name}: ${result.requests} requests, ${result.samples} samples, tether's own code ${(result.tetherShare * 100).toFixed(1)}% of them`,
+    )
+    for (const { name: fn, share } of result.top) console.log(`  ${(share * 100).toFixed(1).padStart(5)}%  ${fn}`)
+  }
+}
