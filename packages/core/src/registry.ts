@@ -1,4 +1,5 @@
 import diagnostics from 'node:diagnostics_channel'
+import { lingeringChannel, type TaskMessage } from './diagnostics.js'
 import type { Scope } from './scope.js'
 
 /**
@@ -37,6 +38,10 @@ export interface Counters {
   slowReaders: number
   /** Idle keep-alive connections closed because the server held more than `maxIdleConnections`. */
   idleEvicted: number
+  /** Worker-pool tasks refused (full queue, or a deadline that cannot cover the work ahead). */
+  workerShed: number
+  /** Worker-pool tasks stopped because their caller's signal aborted: a running one's thread was stopped. */
+  workerAborted: number
 }
 
 /** Where a leak report goes: anything with a pino- or console-style `warn`. */
@@ -160,6 +165,8 @@ if (globals[kState] === undefined) {
       writeTimeouts: 0,
       slowReaders: 0,
       idleEvicted: 0,
+      workerShed: 0,
+      workerAborted: 0,
     },
     inflightHead: undefined,
     lingering: new Set(),
@@ -173,6 +180,8 @@ if (globals[kState] === undefined) {
 const state: RegistryState = globals[kState]
 // A copy of an older version may have made the counters before this one was loaded.
 state.counters.outboundShed ??= 0
+state.counters.workerShed ??= 0
+state.counters.workerAborted ??= 0
 
 /** The live counters (mutable: the request binding and the pool increment them). @internal */
 export const counters: Counters = state.counters
@@ -204,7 +213,10 @@ export function inflightRequests(): InflightEntry[] {
 /** Tasks pending past the end of their scope. @internal */
 export const lingering: Set<TrackedTask> = state.lingering
 
-/** The diagnostics channel leak reports are published on. */
+/**
+ * The diagnostics channel leak reports are published on, each as a `TaskMessage`: the
+ * {@link LeakReport} and the scope of the request the task outlived (`requestScope`).
+ */
 export const LEAK_CHANNEL = 'tether:leak'
 const leakChannel = diagnostics.channel(LEAK_CHANNEL)
 
@@ -275,6 +287,7 @@ function checkEnding(): void {
     if (task.settled) continue
     state.lingering.add(task)
     state.counters.lingering++
+    if (lingeringChannel.hasSubscribers) lingeringChannel.publish(taskMessage(task, Date.now()))
     const due = task.endedAt + task.policy.leakAfter
     if (due < earliest) earliest = due
   }
@@ -335,7 +348,7 @@ function reportLeak(task: TrackedTask, now: number): void {
   task.leaked = true
   state.counters.leaked++
   const report = describeTask(task, now)
-  if (leakChannel.hasSubscribers) leakChannel.publish(report)
+  if (leakChannel.hasSubscribers) leakChannel.publish(taskMessage(task, now, report))
   const logger = task.request?.logger()
   if (logger !== undefined) {
     try {
@@ -348,6 +361,11 @@ function reportLeak(task: TrackedTask, now: number): void {
       // A broken logger must not take the process down from inside a timer.
     }
   }
+}
+
+/** What the lingering and leak channels publish: the report, and the request the task outlived. */
+function taskMessage(task: TrackedTask, now: number, report = describeTask(task, now)): TaskMessage {
+  return { ...report, requestScope: (task.request as { scope?: Scope } | undefined)?.scope }
 }
 
 /**

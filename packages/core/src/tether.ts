@@ -1,6 +1,7 @@
 import { adoptConnection } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { handlerEnded } from './delivery.js'
+import { type RequestEndReason, requestEndChannel, requestStartChannel } from './diagnostics.js'
 import { CanceledError, isShutdown } from './errors.js'
 import {
   addInflight,
@@ -21,6 +22,7 @@ import {
   kScopeAborted,
   kTighten,
   lazyReason,
+  reasonValue,
   Scope,
 } from './scope.js'
 import { type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
@@ -146,6 +148,8 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   #route: string | undefined = undefined
   #logger: Logger | undefined = undefined
   #described = false
+  /** Its client hung up: the response closed before the handler ended it. */
+  #hungUp = false
 
   constructor(
     readonly tether: Tether,
@@ -208,6 +212,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   [kScopeAborted](reason: unknown): void {
     const res = this.res
     if (res === undefined) return
+    if (requestEndChannel.hasSubscribers) this.#publishEnd(res, reason)
     let answerWith: Answer
     if (isDeadlineReason(reason)) {
       counters.deadlineExceeded++
@@ -227,6 +232,22 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     if (this.source !== undefined) this.tether.adapter.seal?.(this.source)
   }
 
+  #publishEnd(res: TetheredResponse, reason: unknown): void {
+    let ended: RequestEndReason
+    if (isDeadlineReason(reason)) ended = 'deadline'
+    else if (isShutdown(reason)) ended = 'shutdown'
+    else if (handlerEnded(res)) ended = 'finished'
+    else ended = this.#hungUp ? 'hang-up' : 'canceled'
+    requestEndChannel.publish({
+      scope: this.scope,
+      method: this.method,
+      route: this.route() ?? null,
+      reason: ended,
+      error: ended === 'finished' ? undefined : reasonValue(reason),
+      durationMs: Date.now() - this.startedAt,
+    })
+  }
+
   /** The response closed: the request is over, and its scope ends. */
   close(res: TetheredResponse): void {
     removeInflight(this)
@@ -235,6 +256,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
       if (handlerEnded(res)) scope[kAbort](lazyReason(responseFinished))
       else {
         counters.clientClosed++
+        this.#hungUp = true
         scope[kAbort](lazyReason(streamOf(res) === undefined ? clientClosed : clientReset))
       }
     }
@@ -376,6 +398,15 @@ export class Tether {
     addInflight(record)
     response[kRecord] = record
     response.on('close', onResponseClose)
+    if (requestStartChannel.hasSubscribers) {
+      requestStartChannel.publish({
+        scope,
+        method: record.method,
+        deadline: scope.deadline,
+        request: req,
+        response: res,
+      })
+    }
     // Set last: a budget of 0 aborts the scope at once, and the answer needs all of the above.
     scope[kOnAbort] = record
     return scope
