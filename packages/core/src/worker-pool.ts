@@ -150,16 +150,25 @@ function isPiscinaAbort(error: unknown): boolean {
 class ThreadPool implements WorkerPool {
   readonly filename: string
   readonly #admission: Pool
-  readonly #piscina: PiscinaPool
+  readonly #workerData: unknown
+  #piscina: PiscinaPool
+  /** Piscina instances given up on because no thread of theirs could load the worker file. */
+  readonly #failed = new WeakMap<PiscinaPool, unknown>()
   #closed = false
 
   constructor(filename: string, admission: Pool, workerData: unknown) {
     this.filename = filename
     this.#admission = admission
+    this.#workerData = workerData
+    this.#piscina = this.#start()
+    live.add(this)
+  }
+
+  #start(): PiscinaPool {
     const Piscina = loadPiscina()
-    const concurrency = admission.concurrency
-    this.#piscina = new Piscina({
-      filename,
+    const concurrency = this.#admission.concurrency
+    const piscina = new Piscina({
+      filename: this.filename,
       // One task per thread, and never more tasks handed over than threads: the queue, with its
       // overload policy and its abort handling, is the admission pool's, not piscina's.
       maxThreads: concurrency,
@@ -167,18 +176,28 @@ class ThreadPool implements WorkerPool {
       minThreads: Math.min(concurrency, Math.max(Math.floor(availableParallelism() / 2), 1)),
       concurrentTasksPerWorker: 1,
       maxQueue: Number.POSITIVE_INFINITY,
-      workerData,
+      workerData: this.#workerData,
     })
-    // Piscina emits 'error' for a thread that fails with no task to blame (a worker file that
-    // throws while loading, in a thread started ahead of work). Unheard, that event would crash
-    // the process; the tasks that reach such a thread reject with the error anyway.
-    this.#piscina.on('error', (error: unknown) => {
-      process.emitWarning(`tether: a worker thread of ${filename} failed: ${String(error)}`, {
-        type: 'TetherWorkerWarning',
-        code: 'TETHER_WORKER_FAILED',
-      })
+    piscina.on('error', (error: unknown) => this.#threadFailed(piscina, error))
+    return piscina
+  }
+
+  /**
+   * Piscina emits 'error' for a thread that failed with no task to blame: typically a worker file
+   * that throws while loading. Unheard, the event would crash the process. Worse, piscina then
+   * stops starting threads, and tasks handed to it wait for one forever: when none is left and
+   * tasks wait, this instance is retired (its waiting tasks reject with the load error) and a
+   * fresh one takes the next tasks, which tries the file again.
+   */
+  #threadFailed(piscina: PiscinaPool, error: unknown): void {
+    process.emitWarning(`tether: a worker thread of ${this.filename} failed: ${String(error)}`, {
+      type: 'TetherWorkerWarning',
+      code: 'TETHER_WORKER_FAILED',
     })
-    live.add(this)
+    if (this.#closed || piscina !== this.#piscina || piscina.threads.length > 0 || piscina.queueSize === 0) return
+    this.#failed.set(piscina, error)
+    this.#piscina = this.#start()
+    void piscina.destroy()
   }
 
   get active(): number {
@@ -218,10 +237,11 @@ class ThreadPool implements WorkerPool {
   /** Hands a task that has a slot to a thread. */
   async #dispatch<T>(data: unknown, name: string | undefined, signal: AbortSignal): Promise<T> {
     if (this.#closed) throw new Error(CLOSED)
+    const piscina = this.#piscina
     try {
       // A caller without any signal passes none: piscina would add a listener per task to the
       // shared never-aborting signal.
-      return (await this.#piscina.run(data, signal === neverAborted ? { name } : { name, signal })) as T
+      return (await piscina.run(data, signal === neverAborted ? { name } : { name, signal })) as T
     } catch (error) {
       // Piscina rejects an aborted task with its own AbortError (the reason as its cause), and has
       // already stopped the thread the task ran on. The caller gets its own reason back, intact.
@@ -229,7 +249,9 @@ class ThreadPool implements WorkerPool {
         counters.workerAborted++
         throw signal.reason
       }
-      if (this.#closed && isPiscinaAbort(error)) throw new Error(CLOSED, { cause: error })
+      // Stopped by close(), or by retiring an instance whose threads cannot load the file.
+      if (this.#closed) throw new Error(CLOSED, { cause: error })
+      if (this.#failed.has(piscina)) throw this.#failed.get(piscina)
       throw error
     }
   }
