@@ -40,6 +40,10 @@ async function eventually(predicate: () => boolean, what: string): Promise<void>
   }
 }
 
+// `process.features.typescript` is 'strip' or 'transform' where Node runs TypeScript as it is.
+const { typescript } = process.features as { typescript?: string | false }
+const stripsTypes = typeof typescript === 'string'
+
 /** Shared memory the spin fixture counts its starts in: proof of whether a task ever ran. */
 const startCounter = () => new Int32Array(new SharedArrayBuffer(4))
 
@@ -103,7 +107,7 @@ describe('createWorkerPool: running', () => {
 
   // Node strips types by default from 22.18 and 23.6 (24 and 26 included); 22.6 to 22.17 need
   // --experimental-strip-types, which worker threads inherit from the process.
-  it.runIf(process.features.typescript !== undefined && process.features.typescript !== false)(
+  it.runIf(stripsTypes)(
     'runs TypeScript worker files as they are where Node strips types: .ts (ESM) and .cts (CommonJS)',
     async () => {
       const ts = pool({ filename: fixture('cpu.ts') })
