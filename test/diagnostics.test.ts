@@ -180,6 +180,18 @@ describe('the diagnostics channels, Express', () => {
     expect(ofChannel(events, 'end')).toHaveLength(1) // finishing the response later adds nothing
   })
 
+  it('publishes a hang-up as `hang-up` even when an abort listener then ends the response', async () => {
+    const events = subscribed()
+    const url = await app((application) =>
+      application.get('/listen', (req, res) => {
+        req.scope.signal.addEventListener('abort', () => res.end('stopped'), { once: true })
+      }),
+    )
+    await hangUpAfter(`${url}/listen`, 50)
+    await eventually(() => ofChannel(events, 'end').length === 1, 2_000, 'the end event')
+    expect(ofChannel(events, 'end')[0]).toMatchObject({ reason: 'hang-up', route: '/listen' })
+  })
+
   it("publishes a child scope's own deadline with the request it belongs to, and a scope outside any request without one", async () => {
     const events = subscribed()
     const url = await app((application) =>

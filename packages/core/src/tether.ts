@@ -148,8 +148,12 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   #route: string | undefined = undefined
   #logger: Logger | undefined = undefined
   #described = false
-  /** Its client hung up: the response closed before the handler ended it. */
-  #hungUp = false
+  /**
+   * How the request ended, when that is decided before its scope aborts (the response closed, or
+   * the deadline passed after the handler ended it): abort listeners run first and may end the
+   * response, so the response's state at the end event no longer tells.
+   */
+  #endedAs: RequestEndReason | undefined = undefined
 
   constructor(
     readonly tether: Tether,
@@ -196,7 +200,9 @@ class TetheredRequest implements InflightEntry, AbortOwner {
    * response: a finished response, not a deadline miss (delivery is the write side's concern).
    */
   finishedReason(scope: Scope): unknown {
-    return scope === this.scope && this.ended() ? lazyReason(responseFinished) : undefined
+    if (scope !== this.scope || !this.ended()) return undefined
+    this.#endedAs = 'finished'
+    return lazyReason(responseFinished)
   }
 
   /** A task of this request outlived it: keep what a report needs before the request is dropped. */
@@ -212,7 +218,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   [kScopeAborted](reason: unknown): void {
     const res = this.res
     if (res === undefined) return
-    if (requestEndChannel.hasSubscribers) this.#publishEnd(res, reason)
+    if (requestEndChannel.hasSubscribers) this.#publishEnd(reason)
     let answerWith: Answer
     if (isDeadlineReason(reason)) {
       counters.deadlineExceeded++
@@ -232,12 +238,11 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     if (this.source !== undefined) this.tether.adapter.seal?.(this.source)
   }
 
-  #publishEnd(res: TetheredResponse, reason: unknown): void {
+  #publishEnd(reason: unknown): void {
     let ended: RequestEndReason
     if (isDeadlineReason(reason)) ended = 'deadline'
     else if (isShutdown(reason)) ended = 'shutdown'
-    else if (handlerEnded(res)) ended = 'finished'
-    else ended = this.#hungUp ? 'hang-up' : 'canceled'
+    else ended = this.#endedAs ?? 'canceled'
     requestEndChannel.publish({
       scope: this.scope,
       method: this.method,
@@ -253,10 +258,12 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     removeInflight(this)
     const scope = this.scope
     if (!scope[kIsAborted]) {
-      if (handlerEnded(res)) scope[kAbort](lazyReason(responseFinished))
-      else {
+      if (handlerEnded(res)) {
+        this.#endedAs = 'finished'
+        scope[kAbort](lazyReason(responseFinished))
+      } else {
         counters.clientClosed++
-        this.#hungUp = true
+        this.#endedAs = 'hang-up'
         scope[kAbort](lazyReason(streamOf(res) === undefined ? clientClosed : clientReset))
       }
     }
