@@ -153,7 +153,7 @@ class ThreadPool implements WorkerPool {
   readonly #workerData: unknown
   #piscina: PiscinaPool
   /** Piscina instances given up on because no thread of theirs could load the worker file. */
-  readonly #failed = new WeakMap<PiscinaPool, unknown>()
+  readonly #retired = new WeakMap<PiscinaPool, unknown>()
   #closed = false
 
   constructor(filename: string, admission: Pool, workerData: unknown) {
@@ -195,7 +195,7 @@ class ThreadPool implements WorkerPool {
       code: 'TETHER_WORKER_FAILED',
     })
     if (this.#closed || piscina !== this.#piscina || piscina.threads.length > 0 || piscina.queueSize === 0) return
-    this.#failed.set(piscina, error)
+    this.#retired.set(piscina, error)
     this.#piscina = this.#start()
     void piscina.destroy()
   }
@@ -235,25 +235,28 @@ class ThreadPool implements WorkerPool {
   }
 
   /** Hands a task that has a slot to a thread. */
-  async #dispatch<T>(data: unknown, name: string | undefined, signal: AbortSignal): Promise<T> {
-    if (this.#closed) throw new Error(CLOSED)
+  #dispatch<T>(data: unknown, name: string | undefined, signal: AbortSignal): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error(CLOSED))
     const piscina = this.#piscina
-    try {
-      // A caller without any signal passes none: piscina would add a listener per task to the
-      // shared never-aborting signal.
-      return (await piscina.run(data, signal === neverAborted ? { name } : { name, signal })) as T
-    } catch (error) {
-      // Piscina rejects an aborted task with its own AbortError (the reason as its cause), and has
-      // already stopped the thread the task ran on. The caller gets its own reason back, intact.
-      if (signal.aborted && isPiscinaAbort(error)) {
-        counters.workerAborted++
-        throw signal.reason
-      }
-      // Stopped by close(), or by retiring an instance whose threads cannot load the file.
-      if (this.#closed) throw new Error(CLOSED, { cause: error })
-      if (this.#failed.has(piscina)) throw this.#failed.get(piscina)
-      throw error
+    // A caller without any signal passes none: piscina would add a listener per task to the
+    // shared never-aborting signal.
+    return piscina
+      .run(data, signal === neverAborted ? { name } : { name, signal })
+      .catch((error: unknown) => this.#failed(error, signal, piscina)) as Promise<T>
+  }
+
+  /** What a task that piscina rejected rejects with. */
+  #failed(error: unknown, signal: AbortSignal, piscina: PiscinaPool): never {
+    // Piscina rejects an aborted task with its own AbortError (the reason as its cause), and has
+    // already stopped the thread the task ran on. The caller gets its own reason back, intact.
+    if (signal.aborted && isPiscinaAbort(error)) {
+      counters.workerAborted++
+      throw signal.reason
     }
+    // Stopped by close(), or by retiring an instance whose threads cannot load the file.
+    if (this.#closed) throw new Error(CLOSED, { cause: error })
+    if (this.#retired.has(piscina)) throw this.#retired.get(piscina)
+    throw error
   }
 
   /** @internal */

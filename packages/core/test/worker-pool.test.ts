@@ -134,6 +134,14 @@ describe('createWorkerPool: running', () => {
     expect(await workers.run('next', { name: 'echo' })).toBe('next')
   })
 
+  it('rejects data that cannot be copied to a thread (a function) with DataCloneError, and keeps serving', async () => {
+    const workers = pool()
+    const error = await workers.run(() => 1, { name: 'echo' }).catch((e: unknown) => e)
+    expect((error as Error).name).toBe('DataCloneError')
+    expect(workers.active).toBe(0)
+    expect(await workers.run('next', { name: 'echo' })).toBe('next')
+  })
+
   it('survives a worker file that throws while loading: run() rejects with its error, and nothing crashes', async () => {
     const warnings: string[] = []
     const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`)
