@@ -18,7 +18,18 @@ import type { HttpRequest, HttpResponse } from './transport.js'
 
 /** A request's scope was created (the adapter attached it): {@link RequestStartMessage}. */
 export const REQUEST_START_CHANNEL = 'tether:request:start'
-/** A request's scope ended, with why: {@link RequestEndMessage}. */
+/**
+ * A request's scope ended, with why: {@link RequestEndMessage}.
+ *
+ * @example
+ * ```ts
+ * import diagnostics from 'node:diagnostics_channel'
+ * diagnostics.subscribe(REQUEST_END_CHANNEL, (message) => {
+ *   const { route, reason, durationMs } = message as RequestEndMessage
+ *   if (reason === 'deadline') log.warn({ route, durationMs }, 'deadline missed')
+ * })
+ * ```
+ */
 export const REQUEST_END_CHANNEL = 'tether:request:end'
 /** A scope's own deadline passed (a request's, a route's, a child scope's): {@link DeadlineMessage}. */
 export const DEADLINE_CHANNEL = 'tether:deadline'
