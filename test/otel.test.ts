@@ -1,6 +1,7 @@
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api'
+import { context, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api'
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
@@ -149,6 +150,39 @@ describe('examples/otel.mjs: tether lifecycle events as OpenTelemetry spans', ()
       'exception.message': 'pool overloaded: queue is full',
     })
     expect(exporter.getFinishedSpans().filter((span) => span !== shed)[0]?.events).toEqual([])
+  })
+
+  it('annotates the server span an HTTP instrumentation made, when one is active, instead of starting its own', async () => {
+    // What an HTTP instrumentation does: a SERVER span, active while the request is handled, ended
+    // when the response is finished.
+    const manager = new AsyncLocalStorageContextManager().enable()
+    context.setGlobalContextManager(manager)
+    try {
+      const instrumentation = provider.getTracer('http-instrumentation')
+      const app = express()
+      app.use(tetherExpress({ timeout: 100, status: 504, logger: false }))
+      app.get('/wait', () => {})
+      const server = http.createServer((req, res) => {
+        const span = instrumentation.startSpan(`${req.method}`, { kind: SpanKind.SERVER })
+        res.on('finish', () => span.end())
+        context.with(trace.setSpan(context.active(), span), () => app(req, res))
+      })
+      const url = await servers.listen(server)
+      expect((await send(`${url}/wait`)).status).toBe(504)
+      const span = await finished('GET')
+      expect(span.instrumentationScope.name).toBe('http-instrumentation')
+      expect(span.attributes).toMatchObject({
+        'http.route': '/wait',
+        'error.type': 'timeout',
+        'tether.request.end_reason': 'deadline',
+      })
+      expect(span.status.code).toBe(SpanStatusCode.ERROR)
+      expect(span.events.map((event) => event.name)).toEqual(['tether.deadline'])
+      expect(exporter.getFinishedSpans()).toHaveLength(1) // no span of the example's own
+    } finally {
+      context.disable()
+      manager.disable()
+    }
   })
 
   it("records a task that outlived its request as a span linked to the request's span", async () => {
