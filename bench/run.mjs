@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util'
 import { barChart } from './chart.mjs'
 import { overloadSection } from './overload-report.mjs'
 import { proxiesSection } from './proxies.mjs'
+import { threadsSection } from './threads-report.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({
@@ -70,6 +71,9 @@ let httpResults
 let soak
 let outbound
 let overload
+// A small task through a worker thread vs inline, and what the lifecycle channels cost a request.
+let workers
+let events
 let command
 let when = new Date().toISOString().slice(0, 10)
 let cpu = `${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.cpus().length} cores, shared)`
@@ -81,6 +85,8 @@ if (values['report-only']) {
     soak,
     outbound,
     overload,
+    workers,
+    events,
     command,
     when,
     cpu,
@@ -88,6 +94,8 @@ if (values['report-only']) {
 } else {
   micro = runJson('micro.mjs', ['--rounds', quick ? '7' : '21'])
   microLines = OTHER_LINES.map((line) => runJson('micro.mjs', ['--rounds', quick ? '5' : '15'], line))
+  workers = runJson('worker-pool.mjs', ['--rounds', quick ? '7' : '15'])
+  events = runJson('diagnostics.mjs', ['--rounds', quick ? '7' : '15'])
   httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
   // HTTP/2 (Fastify with http2: true, loaded by h2load or bench/h2-load.mjs): rows of the same table.
   const h2 = runJson('http2.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
@@ -101,7 +109,11 @@ if (values['report-only']) {
   mkdirSync(`${root}bench/results`, { recursive: true })
   writeFileSync(
     resultsFile,
-    JSON.stringify({ micro, microLines, http: httpResults, soak, outbound, overload, command, when, cpu }, null, 2),
+    JSON.stringify(
+      { micro, microLines, http: httpResults, soak, outbound, overload, workers, events, command, when, cpu },
+      null,
+      2,
+    ),
   )
 }
 
@@ -217,7 +229,7 @@ the cost of promises and AbortSignals differs between them:
 ${linesTable.join('\n')}
 
 `
-}${
+}${threadsSection(workers, events)}${
   outboundTable.length === 0
     ? ''
     : `## Outbound calls: caller CPU per call

@@ -102,6 +102,13 @@ void guard
 void assertNoLingering({ timeout: 100 })
 const metricsOptions: MetricsOptions = { prefix: 'app_' }
 void metricsOptions
+const workers = createWorkerPool({ filename: new URL('file:///app/render.mjs'), concurrency: 2 })
+void workers.run<string>({ template: 'x' }, { name: 'render' }).then((html: string) => html.length)
+void workers.close()
+const channels: string[] = [REQUEST_START_CHANNEL, REQUEST_END_CHANNEL, DEADLINE_CHANNEL, SHED_CHANNEL, LINGERING_CHANNEL, LEAK_CHANNEL]
+void channels
+const endReason = (message: RequestEndMessage): string => message.reason
+void endReason
 
 const expressApp = express()
 expressApp.use(expressTether({ timeout: 1_000 }))
@@ -120,7 +127,7 @@ fastifyApp.get('/x', { config: { tether: { timeout: 100 } } }, async (request) =
 writeFileSync(
   join(app, 'app.mts'),
   `import http from 'node:http'
-import { all, createPool, createScope, hardenServer, inspect, isCanceled, isDeadlineExceeded, isShutdown, type MetricsOptions, type Scope, scopedFetch, type ShutdownReport, shutdown, type Snapshot, TaskGroup, trackConnections } from '@tether/core'
+import { all, createPool, createScope, createWorkerPool, DEADLINE_CHANNEL, hardenServer, inspect, isCanceled, isDeadlineExceeded, isShutdown, LEAK_CHANNEL, LINGERING_CHANNEL, type MetricsOptions, REQUEST_END_CHANNEL, REQUEST_START_CHANNEL, type RequestEndMessage, type Scope, SHED_CHANNEL, scopedFetch, type ShutdownReport, shutdown, type Snapshot, TaskGroup, trackConnections } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { tether as expressTether, timeout } from '@tether/express'
 import fastifyTether from '@tether/fastify'
@@ -137,8 +144,9 @@ import expressAdapter = require('@tether/express')
 import fastifyAdapter = require('@tether/fastify')
 import express = require('express')
 import fastify = require('fastify')
-const { all, createPool, createScope, hardenServer, inspect, isCanceled, isDeadlineExceeded, isShutdown, scopedFetch, shutdown, TaskGroup, trackConnections } = core
+const { all, createPool, createScope, createWorkerPool, DEADLINE_CHANNEL, hardenServer, inspect, isCanceled, isDeadlineExceeded, isShutdown, LEAK_CHANNEL, LINGERING_CHANNEL, REQUEST_END_CHANNEL, REQUEST_START_CHANNEL, SHED_CHANNEL, scopedFetch, shutdown, TaskGroup, trackConnections } = core
 type MetricsOptions = core.MetricsOptions
+type RequestEndMessage = core.RequestEndMessage
 type Scope = core.Scope
 type ShutdownReport = core.ShutdownReport
 type Snapshot = core.Snapshot

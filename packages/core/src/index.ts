@@ -2,6 +2,20 @@ export { onShutdown, type ShutdownNotice, trackConnections } from './connections
 export { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from './deadline-header.js'
 export type { DeliveryOptions, DeliverySettings } from './delivery.js'
 export {
+  DEADLINE_CHANNEL,
+  type DeadlineMessage,
+  LINGERING_CHANNEL,
+  REQUEST_END_CHANNEL,
+  REQUEST_START_CHANNEL,
+  type RequestEndMessage,
+  type RequestEndReason,
+  type RequestStartMessage,
+  SHED_CHANNEL,
+  type ShedMessage,
+  type ShedSource,
+  type TaskMessage,
+} from './diagnostics.js'
+export {
   CanceledError,
   DeadlineExceededError,
   isCanceled,
@@ -38,3 +52,10 @@ export {
   type TetherOptions,
   tightenDeadline,
 } from './tether.js'
+export {
+  createWorkerPool,
+  type WorkerPool,
+  type WorkerPoolOptions,
+  type WorkerPoolState,
+  type WorkerRunOptions,
+} from './worker-pool.js'

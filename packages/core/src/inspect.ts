@@ -7,6 +7,7 @@ import {
   type LeakReport,
   listedLingering,
 } from './registry.js'
+import { type WorkerPoolState, workerPools } from './worker-pool.js'
 
 /** A request in progress, as listed by {@link inspect}. */
 export interface InflightRequest {
@@ -40,12 +41,14 @@ export interface Snapshot {
    * a leak of Go's forgotten `resp.Body.Close()` shows here as a number.
    */
   readonly outbound: OutboundOrigin[]
+  /** The open worker pools (`createWorkerPool`): threads alive, tasks `active` and `queued`. */
+  readonly workerPools: WorkerPoolState[]
 }
 
 /**
  * A snapshot of the process's request work, in the spirit of pprof's goroutine dump: the
- * requests in flight, the tasks that outlived their request, cumulative counters, and the
- * outbound connections per origin.
+ * requests in flight, the tasks that outlived their request, cumulative counters, the outbound
+ * connections per origin, and the worker pools' threads and tasks.
  *
  * @returns a JSON-serialisable snapshot
  *
@@ -70,5 +73,11 @@ export function inspect(): Snapshot {
   }
   const tasks: LingeringTask[] = []
   for (const task of listedLingering()) tasks.push({ ...describeTask(task, now), leaked: task.leaked })
-  return { inflight: requests, lingering: tasks, counters: { ...counters }, outbound: outboundOrigins() }
+  return {
+    inflight: requests,
+    lingering: tasks,
+    counters: { ...counters },
+    outbound: outboundOrigins(),
+    workerPools: workerPools(),
+  }
 }

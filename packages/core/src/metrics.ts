@@ -2,6 +2,7 @@ import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { outboundOrigins } from './outbound.js'
 import { type Counters, counters, inflightRequests, lingeringCount, observeLingeringSettled } from './registry.js'
 import { checkOptionsObject, optional, received } from './validate.js'
+import { workerPools } from './worker-pool.js'
 
 /**
  * What tether needs of a prom-client `Registry`. Declared here rather than imported, so that the
@@ -73,6 +74,19 @@ const COUNTERS: ReadonlyArray<readonly [string, string, keyof Counters]> = [
     'Idle keep-alive connections closed because the server held more than maxIdleConnections.',
     'idleEvicted',
   ],
+  ['worker_pool_shed_total', 'Worker-pool tasks refused under overload.', 'workerShed'],
+  [
+    'worker_tasks_aborted_total',
+    "Worker-pool tasks stopped because their caller's signal aborted (a running task's thread is stopped).",
+    'workerAborted',
+  ],
+]
+
+// Gauge name (after the prefix) → help text → which field of a worker pool's state it reads.
+const WORKER_GAUGES: ReadonlyArray<readonly [string, string, 'threads' | 'active' | 'queued']> = [
+  ['worker_pool_threads', 'Worker threads alive, per worker file.', 'threads'],
+  ['worker_pool_active', 'Worker-pool tasks running, per worker file.', 'active'],
+  ['worker_pool_queued', 'Worker-pool tasks waiting for a thread, per worker file.', 'queued'],
 ]
 
 type PromClient = typeof import('prom-client')
@@ -98,10 +112,12 @@ const registered = new WeakMap<object, TetherMetrics>()
  * (`tether_requests_total`, `tether_requests_deadline_exceeded_total`,
  * `tether_requests_client_closed_total`, `tether_late_writes_total`, `tether_tasks_lingered_total`,
  * `tether_tasks_leaked_total`, `tether_pool_shed_total`, `tether_deadline_headers_ignored_total`,
- * `tether_shutdown_refused_total`, `tether_shutdown_aborted_total`, `tether_outbound_shed_total`);
+ * `tether_shutdown_refused_total`, `tether_shutdown_aborted_total`, `tether_outbound_shed_total`,
+ * `tether_worker_pool_shed_total`, `tether_worker_tasks_aborted_total`, ...);
  * the gauges `tether_requests_in_flight`, `tether_tasks_lingering`,
- * `tether_outbound_connections{origin,state}` (state `open`, `idle` or `busy`) and
- * `tether_outbound_queued{origin}`; and the histogram
+ * `tether_outbound_connections{origin,state}` (state `open`, `idle` or `busy`),
+ * `tether_outbound_queued{origin}` and `tether_worker_pool_threads{filename}`,
+ * `tether_worker_pool_active{filename}`, `tether_worker_pool_queued{filename}`; and the histogram
  * `tether_lingering_duration_seconds` of how long lingering tasks ran past their request's end.
  *
  * Registering again on the same registry returns the same metrics.
@@ -196,6 +212,23 @@ export function registerMetrics(options?: MetricsOptions): TetherMetrics {
       },
     }),
   )
+  for (const [name, help, field] of WORKER_GAUGES) {
+    metrics.push(
+      new client.Gauge({
+        name: `${prefix}${name}`,
+        help,
+        labelNames: ['filename'],
+        registers,
+        collect() {
+          this.reset()
+          // Two pools of one file are one series: their sum.
+          const sums = new Map<string, number>()
+          for (const pool of workerPools()) sums.set(pool.filename, (sums.get(pool.filename) ?? 0) + pool[field])
+          for (const [filename, value] of sums) this.set({ filename }, value)
+        },
+      }),
+    )
+  }
   const histogram = new client.Histogram({
     name: `${prefix}lingering_duration_seconds`,
     help: 'How long lingering tasks ran past the end of their request, observed when they settled.',

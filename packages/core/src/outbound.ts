@@ -1,4 +1,5 @@
 import type { Agent, Dispatcher } from 'undici'
+import { shedChannel } from './diagnostics.js'
 import { CanceledError, DeadlineExceededError, PoolOverloadedError, withoutStack } from './errors.js'
 import { counters } from './registry.js'
 import {
@@ -12,6 +13,7 @@ import {
   kSubscribe,
   kUnsubscribe,
   reasonValue,
+  requestScopeOf,
   type Scope,
 } from './scope.js'
 import { checkCount, checkTimeout, optional } from './validate.js'
@@ -309,14 +311,16 @@ export class Transport {
     }
     if (gate.active >= this.options.connections && gate.size >= this.options.maxQueue) {
       counters.outboundShed++
-      handler.onError?.(
-        withoutStack(
-          () =>
-            new PoolOverloadedError(1, {
-              message: `outbound queue full: ${gate.size} calls already wait for a connection to ${origin} (maxQueue ${this.options.maxQueue})`,
-            }),
-        ),
+      const error = withoutStack(
+        () =>
+          new PoolOverloadedError(1, {
+            message: `outbound queue full: ${gate.size} calls already wait for a connection to ${origin} (maxQueue ${this.options.maxQueue})`,
+          }),
       )
+      if (shedChannel.hasSubscribers) {
+        shedChannel.publish({ source: 'outbound', error, scope, requestScope: requestScopeOf(scope), origin })
+      }
+      handler.onError?.(error)
       return false
     }
     const call = new Call(this, gate, opts, handler, scope)

@@ -1,3 +1,4 @@
+import { type ShedSource, shedChannel } from './diagnostics.js'
 import { PoolOverloadedError, withoutStack } from './errors.js'
 import { isThenable, type Task } from './group.js'
 import { counters, type TrackedTask } from './registry.js'
@@ -10,6 +11,7 @@ import {
   kSubscribe,
   kTrack,
   kUnsubscribe,
+  requestScopeOf,
   type Scope,
   scopeForSignal,
   untrack,
@@ -108,8 +110,12 @@ const CANNOT_FINISH = "pool overloaded: the work queued ahead cannot finish befo
 const TOO_LATE = "pool overloaded: the caller's deadline no longer leaves time to run the task"
 const OUTRUN = "pool overloaded: newer callers go first, and the caller's deadline leaves no time for them and its task"
 
-// Handed to tasks whose caller has no signal and no scope: it never aborts.
-const neverAborted = new AbortController().signal
+/**
+ * Handed to tasks whose caller has no signal and no scope: it never aborts.
+ *
+ * @internal
+ */
+export const neverAborted: AbortSignal = new AbortController().signal
 
 /**
  * A caller waiting for a slot. It sits in an intrusive list, so leaving the queue from the middle
@@ -161,17 +167,25 @@ class WorkerPool implements Pool {
   readonly maxQueue: number
   readonly #retryAfter: number
   readonly #deadlineAware: boolean
+  readonly #source: ShedSource
   #serviceTime = 0
   #active = 0
   #queued = 0
   #head: Waiting<unknown> | undefined = undefined
   #tail: Waiting<unknown> | undefined = undefined
 
-  constructor(concurrency: number, maxQueue: number, retryAfter: number, deadlineAware: boolean) {
+  constructor(
+    concurrency: number,
+    maxQueue: number,
+    retryAfter: number,
+    deadlineAware: boolean,
+    source: ShedSource = 'pool',
+  ) {
     this.concurrency = concurrency
     this.maxQueue = maxQueue
     this.#retryAfter = retryAfter
     this.#deadlineAware = deadlineAware
+    this.#source = source
   }
 
   get serviceTime(): number {
@@ -204,7 +218,7 @@ class WorkerPool implements Pool {
       this.#active++
       return this.#runNow(task, signal, scope)
     }
-    if (this.#queued >= this.maxQueue) return Promise.reject(this.#shed(QUEUE_FULL))
+    if (this.#queued >= this.maxQueue) return Promise.reject(this.#shed(QUEUE_FULL, scope))
     let deadline = Number.POSITIVE_INFINITY
     if (this.#deadlineAware && scope !== undefined) {
       const own = scope.deadline
@@ -220,7 +234,7 @@ class WorkerPool implements Pool {
         // queued is ahead of it.
         const ahead = this.#standing() ? 0 : this.#queued
         if (service > 0 && own - Date.now() < ((ahead + 1) / this.concurrency + 1) * service) {
-          return Promise.reject(this.#shed(CANNOT_FINISH))
+          return Promise.reject(this.#shed(CANNOT_FINISH, scope))
         }
       }
     }
@@ -276,17 +290,26 @@ class WorkerPool implements Pool {
     )
   }
 
-  /** Counts a shed call and makes its error (no stack: shedding is the hot path of overload). */
-  #shed(message: string): PoolOverloadedError {
-    counters.shed++
+  /**
+   * Counts a shed call, makes its error (no stack: shedding is the hot path of overload) and tells
+   * the shed channel's subscribers.
+   */
+  #shed(message: string, scope: Scope | undefined): PoolOverloadedError {
+    const source = this.#source
+    if (source === 'pool') counters.shed++
+    else counters.workerShed++
     const retryAfter = this.#retryAfter
-    return withoutStack(() => {
+    const shed = withoutStack(() => {
       const error = new PoolOverloadedError(retryAfter)
       // The class's message is the full-queue one; the stack (frameless here) repeats the message.
       error.message = message
       error.stack = `${error.name}: ${message}`
       return error
     })
+    if (shedChannel.hasSubscribers) {
+      shedChannel.publish({ source, error: shed, scope, requestScope: requestScopeOf(scope) })
+    }
+    return shed
   }
 
   /** Folds one measured run time into the service-time average. */
@@ -353,7 +376,7 @@ class WorkerPool implements Pool {
       // Its turn came too late: what is left of its budget does not cover one service time.
       // Answer it now, while it can still act on the answer, and give the slot to the next.
       if (waiting.deadline !== Number.POSITIVE_INFINITY && waiting.deadline - Date.now() < this.#serviceTime) {
-        waiting.reject(this.#shed(TOO_LATE))
+        waiting.reject(this.#shed(TOO_LATE, waiting.scope))
         continue
       }
       this.#active++
@@ -379,7 +402,7 @@ class WorkerPool implements Pool {
       head.start = undefined
       this.#unlink(head)
       head.unsubscribe()
-      head.reject(this.#shed(OUTRUN))
+      head.reject(this.#shed(OUTRUN, head.scope))
       head = next
     }
   }
@@ -431,6 +454,22 @@ class WorkerPool implements Pool {
     waiting.prev = waiting.next = undefined
     this.#queued--
   }
+}
+
+/**
+ * A pool with validated settings, whose sheds are counted and published as `source`'s (the worker
+ * pool admits its callers through one).
+ *
+ * @internal
+ */
+export function poolFor(
+  source: ShedSource,
+  concurrency: number,
+  maxQueue: number,
+  retryAfter: number,
+  deadlineAware: boolean,
+): Pool {
+  return new WorkerPool(concurrency, maxQueue, retryAfter, deadlineAware, source)
 }
 
 /**

@@ -1,4 +1,5 @@
 import diagnostics from 'node:diagnostics_channel'
+import { lingeringChannel, type TaskMessage } from './diagnostics.js'
 import type { Scope } from './scope.js'
 
 /**
@@ -37,6 +38,10 @@ export interface Counters {
   slowReaders: number
   /** Idle keep-alive connections closed because the server held more than `maxIdleConnections`. */
   idleEvicted: number
+  /** Worker-pool tasks refused (full queue, or a deadline that cannot cover the work ahead). */
+  workerShed: number
+  /** Worker-pool tasks stopped because their caller's signal aborted: a running one's thread was stopped. */
+  workerAborted: number
 }
 
 /** Where a leak report goes: anything with a pino- or console-style `warn`. */
@@ -167,6 +172,8 @@ if (globals[kState] === undefined) {
       writeTimeouts: 0,
       slowReaders: 0,
       idleEvicted: 0,
+      workerShed: 0,
+      workerAborted: 0,
     },
     inflightHead: undefined,
     lingering: new Set(),
@@ -182,6 +189,8 @@ const state: RegistryState = globals[kState]
 // A copy of an older version may have made the counters and the state before this one was loaded.
 state.counters.outboundShed ??= 0
 state.leaked ??= new Set()
+state.counters.workerShed ??= 0
+state.counters.workerAborted ??= 0
 
 /** The live counters (mutable: the request binding and the pool increment them). @internal */
 export const counters: Counters = state.counters
@@ -240,7 +249,10 @@ export function forgetLingering(): void {
   state.leaked.clear()
 }
 
-/** The diagnostics channel leak reports are published on. */
+/**
+ * The diagnostics channel leak reports are published on, each as a `TaskMessage`: the
+ * {@link LeakReport} and the scope of the request the task outlived (`requestScope`).
+ */
 export const LEAK_CHANNEL = 'tether:leak'
 const leakChannel = diagnostics.channel(LEAK_CHANNEL)
 
@@ -313,6 +325,7 @@ function checkEnding(): void {
     state.lingering.add(task)
     task.lingers = true
     state.counters.lingering++
+    if (lingeringChannel.hasSubscribers) lingeringChannel.publish(taskMessage(task, Date.now()))
     const due = task.endedAt + task.policy.leakAfter
     if (due < earliest) earliest = due
   }
@@ -374,6 +387,7 @@ function reportLeak(task: TrackedTask, now: number): void {
   task.leaked = true
   state.counters.leaked++
   const report = describeTask(task, now)
+  if (leakChannel.hasSubscribers) leakChannel.publish(taskMessage(task, now, report))
   const logger = task.request?.logger()
   // From now on it is listed among the latest leaked tasks, and its request is let go.
   task.origin = { method: report.method, route: report.route }
@@ -385,7 +399,6 @@ function reportLeak(task: TrackedTask, now: number): void {
     oldest.lingers = false // still pending and counted as leaked, no longer listed
     state.leaked.delete(oldest)
   }
-  if (leakChannel.hasSubscribers) leakChannel.publish(report)
   if (logger !== undefined) {
     try {
       const what = report.kind === 'group' ? `${report.tasks} task(s) of a group` : `a ${report.kind} task`
@@ -397,6 +410,11 @@ function reportLeak(task: TrackedTask, now: number): void {
       // A broken logger must not take the process down from inside a timer.
     }
   }
+}
+
+/** What the lingering and leak channels publish: the report, and the request the task outlived. */
+function taskMessage(task: TrackedTask, now: number, report = describeTask(task, now)): TaskMessage {
+  return { ...report, requestScope: (task.request as { scope?: Scope } | undefined)?.scope }
 }
 
 /**

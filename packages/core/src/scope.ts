@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { type DeadlineMessage, deadlineChannel } from './diagnostics.js'
 import { CanceledError, DeadlineExceededError, withoutStack } from './errors.js'
 import {
   defaultPolicy,
@@ -496,6 +497,7 @@ export class Scope implements Timed, AbortSubscriber {
     const inherited = this.#parent?.deadline
     if (inherited !== undefined && inherited <= own) return
     if (own <= now) {
+      if (deadlineChannel.hasSubscribers) deadlineChannel.publish(deadlineMessage(this, own))
       this.#abort(new LazyReason(makeDeadlineExceeded, true))
       return
     }
@@ -505,7 +507,13 @@ export class Scope implements Timed, AbortSubscriber {
   /** @internal The deadline timer fired. */
   [kExpire](): void {
     // A request already answered is not a deadline miss: delivering it is the write bound's job.
-    this.#abort(this.#request?.finishedReason?.(this) ?? new LazyReason(makeDeadlineExceeded, true))
+    const finished = this.#request?.finishedReason?.(this)
+    if (finished !== undefined) {
+      this.#abort(finished)
+      return
+    }
+    if (deadlineChannel.hasSubscribers) deadlineChannel.publish(deadlineMessage(this, this.#ownDeadline as number))
+    this.#abort(new LazyReason(makeDeadlineExceeded, true))
   }
 
   #abort(reason: unknown): void {
@@ -651,6 +659,25 @@ export function currentScope(): Scope | undefined {
  */
 export function runInScope<A extends unknown[], R>(scope: Scope, fn: (...args: A) => R, ...args: A): R {
   return storage.run(scope, fn, ...args)
+}
+
+/**
+ * The scope of the request `scope` belongs to: the scope an adapter attached (a child scope, a
+ * group's scope or a scope following a request's signal belong to it too); `undefined` for scopes
+ * outside any request.
+ *
+ * @internal
+ */
+export function requestScopeOf(scope: Scope | undefined): Scope | undefined {
+  const request = scope?.[kRequest]
+  if (request === undefined) return undefined
+  // While the request's own scope is being created (a budget already spent aborts it at once) the
+  // request does not hold it yet; it is then the only scope of that request.
+  return (request as { scope?: Scope }).scope ?? scope
+}
+
+function deadlineMessage(scope: Scope, deadline: number): DeadlineMessage {
+  return { scope, deadline, requestScope: requestScopeOf(scope) }
 }
 
 /**

@@ -1,6 +1,7 @@
 import { adoptConnection } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { handlerEnded } from './delivery.js'
+import { type RequestEndReason, requestEndChannel, requestStartChannel } from './diagnostics.js'
 import { CanceledError, isShutdown } from './errors.js'
 import {
   addInflight,
@@ -21,6 +22,7 @@ import {
   kScopeAborted,
   kTighten,
   lazyReason,
+  reasonValue,
   Scope,
 } from './scope.js'
 import { type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
@@ -146,6 +148,12 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   #route: string | undefined = undefined
   #logger: Logger | undefined = undefined
   #described = false
+  /**
+   * How the request ended, when that is decided before its scope aborts (the response closed, or
+   * the deadline passed after the handler ended it): abort listeners run first and may end the
+   * response, so the response's state at the end event no longer tells.
+   */
+  #endedAs: RequestEndReason | undefined = undefined
 
   constructor(
     readonly tether: Tether,
@@ -192,7 +200,9 @@ class TetheredRequest implements InflightEntry, AbortOwner {
    * response: a finished response, not a deadline miss (delivery is the write side's concern).
    */
   finishedReason(scope: Scope): unknown {
-    return scope === this.scope && this.ended() ? lazyReason(responseFinished) : undefined
+    if (scope !== this.scope || !this.ended()) return undefined
+    this.#endedAs = 'finished'
+    return lazyReason(responseFinished)
   }
 
   /** A task of this request outlived it: keep what a report needs before the request is dropped. */
@@ -208,6 +218,7 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   [kScopeAborted](reason: unknown): void {
     const res = this.res
     if (res === undefined) return
+    if (requestEndChannel.hasSubscribers) this.#publishEnd(reason)
     let answerWith: Answer
     if (isDeadlineReason(reason)) {
       counters.deadlineExceeded++
@@ -227,14 +238,32 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     if (this.source !== undefined) this.tether.adapter.seal?.(this.source)
   }
 
+  #publishEnd(reason: unknown): void {
+    let ended: RequestEndReason
+    if (isDeadlineReason(reason)) ended = 'deadline'
+    else if (isShutdown(reason)) ended = 'shutdown'
+    else ended = this.#endedAs ?? 'canceled'
+    requestEndChannel.publish({
+      scope: this.scope,
+      method: this.method,
+      route: this.route() ?? null,
+      reason: ended,
+      error: ended === 'finished' ? undefined : reasonValue(reason),
+      durationMs: Date.now() - this.startedAt,
+    })
+  }
+
   /** The response closed: the request is over, and its scope ends. */
   close(res: TetheredResponse): void {
     removeInflight(this)
     const scope = this.scope
     if (!scope[kIsAborted]) {
-      if (handlerEnded(res)) scope[kAbort](lazyReason(responseFinished))
-      else {
+      if (handlerEnded(res)) {
+        this.#endedAs = 'finished'
+        scope[kAbort](lazyReason(responseFinished))
+      } else {
         counters.clientClosed++
+        this.#endedAs = 'hang-up'
         scope[kAbort](lazyReason(streamOf(res) === undefined ? clientClosed : clientReset))
       }
     }
@@ -376,6 +405,15 @@ export class Tether {
     addInflight(record)
     response[kRecord] = record
     response.on('close', onResponseClose)
+    if (requestStartChannel.hasSubscribers) {
+      requestStartChannel.publish({
+        scope,
+        method: record.method,
+        deadline: scope.deadline,
+        request: req,
+        response: res,
+      })
+    }
     // Set last: a budget of 0 aborts the scope at once, and the answer needs all of the above.
     scope[kOnAbort] = record
     return scope

@@ -11,6 +11,7 @@ import {
   createScope,
   createScopedFetch,
   createTether,
+  createWorkerPool,
   currentScope,
   type DeadlineExceededError,
   hardenServer,
@@ -19,6 +20,8 @@ import {
   isDeadlineExceeded,
   type OutboundOrigin,
   type Pool,
+  type RequestEndMessage,
+  type RequestEndReason,
   type Scope,
   type ScopedFetch,
   type Settled,
@@ -26,7 +29,9 @@ import {
   scopedFetch,
   shutdown,
   TaskGroup,
+  type TaskMessage,
   trackConnections,
+  type WorkerPool,
 } from '../src/index.js'
 
 describe('public types', () => {
@@ -51,6 +56,26 @@ describe('public types', () => {
     createPool({ concurrency: 1, deadlineAware: 'off' })
     // @ts-expect-error concurrency is required
     createPool({})
+  })
+
+  it('types worker-pool results by the caller, and requires a filename', () => {
+    const workers: WorkerPool = createWorkerPool({ filename: new URL('file:///app/render.mjs'), concurrency: 2 })
+    expectTypeOf(workers.run({ template: 'x' })).resolves.toEqualTypeOf<unknown>()
+    expectTypeOf(workers.run<string>({ template: 'x' }, { name: 'render' })).resolves.toEqualTypeOf<string>()
+    expectTypeOf(workers.threads).toEqualTypeOf<number>()
+    expectTypeOf(workers.close()).resolves.toEqualTypeOf<void>()
+    createWorkerPool({ filename: '/app/render.mjs', workerData: { region: 'eu' } })
+    // @ts-expect-error filename is required
+    createWorkerPool({ concurrency: 2 })
+    // @ts-expect-error name is a string
+    workers.run(1, { name: 1 })
+  })
+
+  it('types the lifecycle messages', () => {
+    expectTypeOf<RequestEndMessage['reason']>().toEqualTypeOf<RequestEndReason>()
+    expectTypeOf<RequestEndReason>().toEqualTypeOf<'finished' | 'deadline' | 'hang-up' | 'shutdown' | 'canceled'>()
+    expectTypeOf<RequestEndMessage['scope']>().toEqualTypeOf<Scope>()
+    expectTypeOf<TaskMessage['requestScope']>().toEqualTypeOf<Scope | undefined>()
   })
 
   it('exposes the scope contract', () => {

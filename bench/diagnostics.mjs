@@ -1,0 +1,177 @@
+// What the lifecycle events on node:diagnostics_channel cost a request: the core's request
+// lifecycle (attach a request with a 10 s deadline, run in its scope, finish, close: what both
+// adapters do per request, without the framework or the socket) timed
+//
+//   - with no subscriber, against the same lifecycle in the last version without the channels
+//     (--before, built from git into .cache/), loaded side by side in this process;
+//   - with a no-op subscriber on every channel, against none.
+//
+// Contenders alternate within each round; reported: medians over rounds of the CPU time per
+// request and of the per-round ratios (candidate ÷ baseline).
+//
+//   node bench/diagnostics.mjs [--rounds 15] [--before <git ref>] [--json]
+import { execFileSync } from 'node:child_process'
+import diagnostics from 'node:diagnostics_channel'
+import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { median } from './lib.mjs'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const require = createRequire(import.meta.url)
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '15' },
+    // The last commit before the lifecycle channels were added.
+    before: { type: 'string', default: '1714be0' },
+    json: { type: 'boolean' },
+  },
+})
+const rounds = Number(values.rounds)
+const ITERATIONS = 100_000
+
+/** Builds @tether/core as it was at `ref` into .cache/bench-before/<ref> (once) and loads it. */
+function coreAt(ref) {
+  const dir = join(root, '.cache', 'bench-before', ref)
+  const dist = join(dir, 'packages', 'core', 'dist', 'index.js')
+  if (!existsSync(dist)) {
+    rmSync(dir, { recursive: true, force: true })
+    mkdirSync(dir, { recursive: true })
+    const files = ['tsconfig.base.json', 'packages/core/tsconfig.json', 'packages/core/src']
+    const archive = execFileSync('git', ['archive', ref, ...files], { cwd: root, maxBuffer: 64 * 1024 * 1024 })
+    execFileSync('tar', ['-x', '-C', dir], { input: archive })
+    // Its dependencies (undici's types) are the workspace's.
+    symlinkSync(join(root, 'packages', 'core', 'node_modules'), join(dir, 'packages', 'core', 'node_modules'))
+    execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'packages/core/tsconfig.json'], {
+      cwd: dir,
+      stdio: 'inherit',
+    })
+  }
+  return require(dist)
+}
+
+const now = require('@tether/core')
+let before
+try {
+  before = coreAt(values.before)
+} catch (error) {
+  // A checkout without that commit (a shallow clone, a tarball) measures the subscriber row only.
+  console.error(`bench/diagnostics.mjs: no build of ${values.before} (${error.message}); skipping that row`)
+}
+
+function cpuNs() {
+  const { user, system } = process.cpuUsage()
+  return (user + system) * 1_000
+}
+
+const noop = () => {}
+const request = { method: 'GET', headers: {}, socket: undefined }
+
+/** A response as the core sees one: a close listener, and whether the handler ended it. */
+class FakeResponse {
+  writableEnded = false
+  headersSent = false
+  onClose = undefined
+  on(_event, listener) {
+    this.onClose = listener
+    return this
+  }
+}
+
+/**
+ * Runs `ITERATIONS` request lifecycles through `core`; returns the CPU time per request in ns
+ * (this process's: on a shared machine, CPU time is what other tenants disturb least).
+ */
+function lifecycles(core) {
+  const tether = core.createTether({ timeout: 10_000, logger: false })
+  return () => {
+    const start = cpuNs()
+    for (let i = 0; i < ITERATIONS; i++) {
+      const res = new FakeResponse()
+      tether.attach(request, res).run(noop)
+      res.writableEnded = true
+      res.headersSent = true
+      res.onClose.call(res)
+    }
+    return (cpuNs() - start) / ITERATIONS
+  }
+}
+
+function compare({ name, baseline, candidate }) {
+  for (const contender of [baseline, candidate]) {
+    contender.setup?.()
+    contender.fn()
+    contender.teardown?.()
+  }
+  const b = []
+  const c = []
+  const ratios = []
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? [baseline, candidate] : [candidate, baseline]
+    const results = new Map()
+    for (const contender of order) {
+      contender.setup?.()
+      results.set(contender, contender.fn())
+      contender.teardown?.()
+    }
+    b.push(results.get(baseline))
+    c.push(results.get(candidate))
+    ratios.push(results.get(candidate) / results.get(baseline))
+  }
+  return {
+    name,
+    baseline: baseline.name,
+    candidate: candidate.name,
+    baselineNs: median(b),
+    candidateNs: median(c),
+    ratio: median(ratios),
+  }
+}
+
+const CHANNELS = [
+  now.REQUEST_START_CHANNEL,
+  now.REQUEST_END_CHANNEL,
+  now.DEADLINE_CHANNEL,
+  now.SHED_CHANNEL,
+  now.LINGERING_CHANNEL,
+  now.LEAK_CHANNEL,
+]
+const current = { name: 'no subscriber', fn: lifecycles(now) }
+const results = [
+  ...(before === undefined
+    ? []
+    : [
+        compare({
+          name: `request lifecycle, no subscriber: before the channels (${values.before}) vs now`,
+          baseline: { name: 'before', fn: lifecycles(before) },
+          candidate: current,
+        }),
+      ]),
+  compare({
+    name: 'request lifecycle: no subscriber vs a no-op subscriber on every channel',
+    baseline: current,
+    candidate: {
+      name: 'subscribed',
+      fn: current.fn,
+      setup: () => {
+        for (const name of CHANNELS) diagnostics.subscribe(name, noop)
+      },
+      teardown: () => {
+        for (const name of CHANNELS) diagnostics.unsubscribe(name, noop)
+      },
+    },
+  }),
+]
+
+if (values.json) {
+  console.log(JSON.stringify({ node: process.version, rounds, before: values.before, results }))
+} else {
+  console.log(`node ${process.version}, ${rounds} interleaved rounds of ${ITERATIONS} requests, medians`)
+  for (const r of results) {
+    console.log(
+      `${r.name}: ${r.candidate} ${r.candidateNs.toFixed(0)} ns, ${r.baseline} ${r.baselineNs.toFixed(0)} ns, ratio ${r.ratio.toFixed(3)}`,
+    )
+  }
+}
