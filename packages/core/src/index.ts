@@ -1,8 +1,17 @@
 export { trackConnections } from './connections.js'
-export { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from './deadline-header.js'
+export {
+  CONNECT_TIMEOUT_HEADER,
+  DEFAULT_DEADLINE_HEADER,
+  ENVOY_TIMEOUT_HEADER,
+  formatBudget,
+  GRPC_TIMEOUT_HEADER,
+  MESH_DEADLINE_HEADERS,
+  parseBudget,
+} from './deadline-header.js'
 export type { DeliveryOptions, DeliverySettings } from './delivery.js'
 export {
   CanceledError,
+  DEFAULT_DEADLINE_STATUS,
   DeadlineExceededError,
   isCanceled,
   isDeadlineExceeded,

@@ -226,13 +226,14 @@ describe('route-level timeouts', () => {
     expect(answers.map((answer) => answer.code)).toContain('FST_ERR_HANDLER_TIMEOUT')
   })
 
-  it("keeps Fastify's handlerTimeout answer at 503 when that is tether's status too", async () => {
+  it("answers Fastify's own handlerTimeout with a configured status as well", async () => {
     const app = Fastify({ handlerTimeout: 40 })
     apps.push(app)
-    await app.register(tether, { status: 503, logger: false })
+    await app.register(tether, { status: 500, logger: false })
     app.get('/', () => new Promise(() => undefined))
     const response = await app.inject('/')
-    expect(response.statusCode).toBe(503)
+    expect(response.statusCode).toBe(500)
+    expect(response.json().statusCode).toBe(500)
   })
 
   it('rejects an invalid config.tether.timeout when the route is registered', async () => {
@@ -252,6 +253,9 @@ describe('options are validated when the plugin is registered', () => {
     ['a string timeout', { timeout: '5000' }, TypeError, /`timeout`.*'5000'/],
     ['a status that is not 5xx', { status: 404 }, RangeError, /`status`.*404/],
     ['a bad header name', { deadlineHeader: 'x:y' }, TypeError, /`deadlineHeader`/],
+    ['a bad trusted header', { trustHeaders: ['x:y'] }, TypeError, /`trustHeaders\[0\]`/],
+    ['trusted headers that are not a list', { trustHeaders: 'x-budget' }, TypeError, /`trustHeaders`/],
+    ['a bad propagated header', { propagateHeader: 'X-Budget' }, TypeError, /`propagateHeader`/],
     ['a negative leakAfter', { leakAfter: -5 }, RangeError, /`leakAfter`.*-5/],
     ['options that are not an object', 1, TypeError, /options object.*1/],
     ['a harden value that is neither a boolean nor options', { harden: 0 }, TypeError, /`harden`.*0/],
