@@ -458,7 +458,9 @@ ${
 **Rolling restart behind a proxy that retries 503**: the same restart, with nginx
 \`proxy_next_upstream error timeout http_503\` and haproxy \`retry-on conn-failure empty-response 503\`,
 and one request in ten answered by its 200 ms deadline with tether's default status. "Not routed
-again" counts restarted upstreams the proxy sent fewer than 100 requests within 25 s.
+again" counts restarted upstreams the proxy sent fewer than 100 requests within 25 s.${
+        results.retryingRounds === undefined ? '' : `\nSums over ${results.retryingRounds} rounds.`
+      }
 
 | proxy | upstream shutdown | GET failed / sent | POST failed / sent | what the failed got | what the deadline answers got | not routed again |
 | --- | --- | --- | --- | --- | --- | --- |
