@@ -65,7 +65,7 @@ ${overloadTable.join('\n')}
 Target: the pool variant ≥ ${POOL_GOAL} at 2x and 4x, without tuning (no \`maxQueue\`): ${verdict(overload.factors.every((f) => (goodputOf('tether + pool', f) ?? 0) >= POOL_GOAL))}.
 
 Every request of every round (late: 200 after the budget; shed: 503 with \`Retry-After\` at once;
-expired: 503 at the deadline; gave up: no answer within ${overload.giveUpMs} ms):
+expired: the deadline's answer, connect-timeout's 503 or tether's 504; gave up: no answer within ${overload.giveUpMs} ms):
 
 | variant | load | sent | good | late | shed | expired | gave up | goodput per round |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |

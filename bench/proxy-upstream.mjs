@@ -3,12 +3,14 @@
 // listens, and on SIGTERM shuts down the way its --mode says, then exits:
 //
 //   naive      server.close(), as most apps do
-//   nodrain    tether's shutdown() with { drain: 0 }: idle keep-alive connections closed at once
+//   nodrain    tether's shutdown() with its default drain (0): idle keep-alive connections closed
+//              at once
 //   tether     tether's shutdown() with { drain: 1000 }, as the README advises behind a proxy
 //
 // Routes: GET / and POST / answer after 2 ms; GET /slow never answers, so its deadline does
-// (with --status); GET /stats says how many requests this process has received, how many /slow
-// ones, and how many of its requests' clients hung up (as tether saw it).
+// (with --status, or tether's default status without it); GET /stats says how many requests this
+// process has received, how many /slow ones, and how many of its requests' clients hung up (as
+// tether saw it).
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { hardenServer, inspect, shutdown } from '@tether/core'
@@ -19,7 +21,8 @@ const { values } = parseArgs({
   options: {
     port: { type: 'string' },
     mode: { type: 'string', default: 'tether' },
-    status: { type: 'string', default: '503' },
+    // Absent: tether's own default, whatever it is in the build being measured.
+    status: { type: 'string' },
     timeout: { type: 'string', default: '200' },
   },
 })
@@ -32,7 +35,8 @@ app.use((req, _res, next) => {
   if (req.path !== '/stats') served++
   next()
 })
-app.use(tether({ timeout: Number(values.timeout), status: Number(values.status), logger: false }))
+const status = values.status === undefined ? {} : { status: Number(values.status) }
+app.use(tether({ timeout: Number(values.timeout), ...status, logger: false }))
 app.get('/', async (_req, res) => {
   await sleep(2)
   res.json({ ok: true, port })
@@ -55,6 +59,6 @@ process.once('SIGTERM', async () => {
     server.close(() => process.exit(0))
     return
   }
-  await shutdown(server, { grace: 5_000, drain: values.mode === 'nodrain' ? 0 : 1_000 })
+  await shutdown(server, values.mode === 'nodrain' ? { grace: 5_000 } : { grace: 5_000, drain: 1_000 })
   process.exit(0)
 })

@@ -251,7 +251,7 @@ ${
     ? ''
     : `## Memory soak
 
-${soak[0].requests.toLocaleString('en')} requests per adapter: a third past their deadline (${'10'} ms; the handler ignores the 503 and
+${soak[0].requests.toLocaleString('en')} requests per adapter: a third past their deadline (${'10'} ms; the handler ignores the deadline's answer and
 writes late), a fifth hung up by the client mid-request, the rest finishing at once (half of them
 fanning out with \`all()\`), 128 at a time. Heap used after a full GC (\`--expose-gc\`), in the
 server process.

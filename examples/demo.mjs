@@ -14,6 +14,9 @@ const BURST = 20
 const DEADLINE_MS = 100
 const DOWNSTREAM_MS = 3_000
 const ON_TIME_MS = DEADLINE_MS + 250
+// What each version answers a missed deadline with: connect-timeout's 503, which a proxy retries
+// and counts against the server, and tether's default 504 ("ran out of time"), which it does not.
+const TIMEOUT_STATUS = { naive: 503, tether: 504 }
 
 /** Sends one request and reports its status and how long the answer took. */
 function request(url) {
@@ -49,7 +52,8 @@ async function run(framework, tethered, downstream) {
     return {
       app: `${framework}, ${tethered ? 'with tether' : 'naive'}`,
       tethered,
-      onTime: responses.filter((r) => r.status === 503 && r.ms <= ON_TIME_MS).length,
+      status: TIMEOUT_STATUS[mode],
+      onTime: responses.filter((r) => r.status === TIMEOUT_STATUS[mode] && r.ms <= ON_TIME_MS).length,
       stillRunning,
       alreadySent,
       swallowed: tethered ? lateWrites : 0,
@@ -62,12 +66,20 @@ async function run(framework, tethered, downstream) {
 function table(rows) {
   const head = [
     'app',
-    `answered 503 on time (of ${BURST})`,
+    'deadline answer',
+    `answered on time (of ${BURST})`,
     `downstream calls still running 1 s after`,
     'already-sent errors logged',
     'late writes swallowed',
   ]
-  const cells = rows.map((r) => [r.app, r.onTime, `${r.stillRunning} of ${BURST * 2}`, r.alreadySent, r.swallowed])
+  const cells = rows.map((r) => [
+    r.app,
+    r.status,
+    r.onTime,
+    `${r.stillRunning} of ${BURST * 2}`,
+    r.alreadySent,
+    r.swallowed,
+  ])
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => String(c[i]).length)))
   const line = (values) => `| ${values.map((v, i) => String(v).padEnd(widths[i])).join(' | ')} |`
   return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...cells.map(line)].join('\n')
@@ -91,8 +103,10 @@ const names = (list) => list.map((r) => r.app).join('; ')
 const said = []
 const onTime = rows.filter((r) => r.onTime === BURST)
 const late = rows.filter((r) => r.onTime !== BURST)
-if (onTime.length > 0) said.push(`Answered every request with 503 within ${ON_TIME_MS} ms: ${names(onTime)}.`)
-if (late.length > 0) said.push(`Did not answer every request with 503 within ${ON_TIME_MS} ms: ${names(late)}.`)
+if (onTime.length > 0)
+  said.push(`Answered every request with its deadline answer within ${ON_TIME_MS} ms: ${names(onTime)}.`)
+if (late.length > 0)
+  said.push(`Did not answer every request with its deadline answer within ${ON_TIME_MS} ms: ${names(late)}.`)
 const leftRunning = rows.filter((r) => r.stillRunning > 0)
 const stopped = rows.filter((r) => r.stillRunning === 0)
 if (leftRunning.length > 0)

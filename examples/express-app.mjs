@@ -3,7 +3,7 @@
 // - naive: connect-timeout answers 503 at the deadline, and the handler's Promise.all runs on; its
 //   late res.json() throws ERR_HTTP_HEADERS_SENT, which Express logs (console.error) and answers by
 //   destroying the connection.
-// - tethered: tether answers 503 at the deadline, all() aborts both calls (their sockets close),
+// - tethered: tether answers 504 at the deadline, all() aborts both calls (their sockets close),
 //   and the handler's late res.json() is swallowed.
 //
 // Run on its own: `node examples/express-app.mjs` (needs `pnpm build`), then

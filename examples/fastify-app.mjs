@@ -2,7 +2,7 @@
 //
 // - naive: an onRequest timer answers 503 at the deadline (what connect-timeout does), and the
 //   handler's Promise.all runs on; its late return makes Fastify log FST_ERR_REP_ALREADY_SENT.
-// - tethered: tether answers 503 at the deadline, all() aborts both calls (their sockets close),
+// - tethered: tether answers 504 at the deadline, all() aborts both calls (their sockets close),
 //   and the handler's late return is swallowed.
 //
 // Run on its own: `node examples/fastify-app.mjs` (needs `pnpm build`), then

@@ -185,7 +185,7 @@ describe.each(adapters)('$name: the reason a scope ends with reaches fetch intac
       running = await start(client, 100)
       const app = running
       const response = await send(`${app.url}/wait`)
-      expect(response.status).toBe(503)
+      expect(response.status).toBe(504)
       await eventually(() => app.outcomes.length === 1, 5_000, 'the call to reject')
       expect(app.outcomes[0]).toMatchObject({ name: 'DeadlineExceededError', deadline: true, canceled: false })
     })

@@ -89,7 +89,7 @@ describe('two copies of @tether/core in one app', () => {
       distinctCopies: true,
       currentScopeIsRequest: true,
       budget: true,
-      status: 503,
+      status: 504,
       fanOutStoppedBy: 'DeadlineExceededError',
       fanOutDeadline: true,
       poolIdle: true,

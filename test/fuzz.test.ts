@@ -254,9 +254,9 @@ function expectAnswer(
   const budget = /^[0-9]{1,10}$/.test(seen) ? Number(seen) : undefined
   // A malformed value is counted once, a valid one not at all.
   expect(ignored, `ignored count for ${JSON.stringify(value)}`).toBe(budget === undefined ? 1 : 0)
-  if (status === 503) {
+  if (status === 504) {
     // Only a budget that was too small to answer in may expire.
-    expect(budget, `503 for ${JSON.stringify(value)}`).toBeDefined()
+    expect(budget, `504 for ${JSON.stringify(value)}`).toBeDefined()
     expect(budget as number).toBeLessThan(50)
     expect(body.code).toBe('TETHER_DEADLINE_EXCEEDED')
     return
@@ -381,11 +381,16 @@ const status: Rule = optional((value) => {
 // RFC 9110 token characters, lowercase letters only, and not the name of an Object property
 // (Node's headers object has a prototype, so `constructor` would always seem present).
 const lowercaseToken = /^[a-z0-9!#$%&'*+\-.^_`|~]+$/
-const deadlineHeader: Rule = optional((value) =>
-  value === false || (typeof value === 'string' && lowercaseToken.test(value) && !(value in Object.prototype))
-    ? valid
-    : eitherError,
-)
+const isHeaderName = (value: unknown) =>
+  typeof value === 'string' && lowercaseToken.test(value) && !(value in Object.prototype)
+const deadlineHeader: Rule = optional((value) => (value === false || isHeaderName(value) ? valid : eitherError))
+// A list of header names (holes are not names), or false for none; a bad entry is named by its index.
+const trustHeaders: Rule = optional((value) => {
+  if (value === false) return valid
+  if (!Array.isArray(value)) return typeError
+  const bad = Array.from(value as unknown[]).findIndex((name) => !isHeaderName(name))
+  return bad === -1 ? valid : { ...typeError, names: [`trustHeaders[${bad}]`] }
+})
 const boolean: Rule = optional((value) => (typeof value === 'boolean' ? valid : typeError))
 const logger: Rule = optional((value) =>
   value === false ||
@@ -427,6 +432,8 @@ const tetherRules: Record<string, Rule> = {
   timeout: duration(true),
   status,
   deadlineHeader,
+  trustHeaders,
+  propagateHeader: deadlineHeader,
   leakAfter: duration(),
   captureStacks: boolean,
   logger,
@@ -522,7 +529,8 @@ const targets: Target[] = [
       headersTimeout: duration(true),
       bodyTimeout: duration(true),
       margin: duration(),
-      header: optional((value) => (value === false || (typeof value === 'string' && value !== '') ? valid : typeError)),
+      retryAfter: optional(count(0, false)),
+      header: deadlineHeader,
     },
     // Makes no dispatcher until its first call: nothing to dispose of.
     call: (options) => createScopedFetch(options as never),
@@ -599,6 +607,16 @@ const specialValues: Array<() => unknown> = [
   () => Symbol('option'),
   () => [],
   () => [100],
+  () => ['x-budget', 'grpc-timeout'],
+  () => ['x-budget', 'X-Budget'],
+  () => ['constructor'],
+  () => ['x-budget', 'x-budget'],
+  // A hole is not a header name.
+  () => {
+    const sparse: string[] = []
+    sparse[1] = 'x-budget'
+    return sparse
+  },
   () => ({}),
   () => () => 100,
   () => class {},

@@ -151,7 +151,7 @@ describe.each(variants)('$name: a request scope on a stream', (variant) => {
     expect(session.closed).toBe(false)
   })
 
-  it('answers an upload still arriving at the deadline with 503 and stops it with RST_STREAM(NO_ERROR), without warnings', async () => {
+  it('answers an upload still arriving at the deadline with 504 and stops it with RST_STREAM(NO_ERROR), without warnings', async () => {
     const warnings: Error[] = []
     const onWarning = (warning: Error) => warnings.push(warning)
     process.on('warning', onWarning)
@@ -161,12 +161,16 @@ describe.each(variants)('$name: a request scope on a stream', (variant) => {
       const upload = request(session, '/upload', { method: 'POST', body: 'x'.repeat(1024), keepOpen: true })
       const plain = request(session, '/hang')
       const response = await upload
-      expect(response.status).toBe(503)
+      expect(response.status).toBe(504)
       expect(JSON.parse(response.body).code).toBe('TETHER_DEADLINE_EXCEEDED')
+      // A deadline's answer is the default 504 on a stream too, and never invites a retry.
+      expect(response.headers['retry-after']).toBeUndefined()
       expect(response.rstCode).toBe(NGHTTP2_NO_ERROR)
       // The client's side was closed by the server: it cannot keep uploading.
       expect(upload.stream.writable).toBe(false)
-      expect((await plain).status).toBe(503)
+      const hung = await plain
+      expect(hung.status).toBe(504)
+      expect(hung.headers['retry-after']).toBeUndefined()
       await eventually(() => inspect().inflight.length === 0, 2_000, 'nothing in flight')
       expect(running.events).toContain('upload: deadline exceeded')
       expect(warnings.map((warning) => warning.name)).not.toContain('UnsupportedWarning')

@@ -243,7 +243,7 @@ describe('Prometheus metrics', () => {
       const app = express()
       app.use(tetherExpress({ timeout: 20, logger: false }))
       app.get('/slow', () => undefined)
-      await request(app).get('/slow').expect(503)
+      await request(app).get('/slow').expect(504)
       await eventually(() => inspect().lingering.length === 1, 2_000, 'a lingering task')
 
       const text = await registry.metrics()

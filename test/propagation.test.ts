@@ -117,8 +117,8 @@ describe('deadline propagation across services A → B → C', () => {
     const aUrl = await expressService({ timeout: 300 }, bUrl, a)
 
     const response = await send(aUrl)
-    // C's budget runs out first (it was given the least); its 503 comes back up.
-    expect(response.status).toBe(503)
+    // C's budget runs out first (it was given the least); its 504 comes back up.
+    expect(response.status).toBe(504)
     await eventually(() => b.abortedAt !== undefined && c.abortedAt !== undefined, 5_000, 'B and C to be aborted')
 
     for (const [caller, callee] of [

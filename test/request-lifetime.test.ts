@@ -27,7 +27,7 @@ describe.each(frameworks)('$name: what a request scope promises', (framework) =>
     const started = Date.now()
     const response = await send(`${server.url}/work?ms=5000`)
     const elapsed = Date.now() - started
-    expect(response.status).toBe(503)
+    expect(response.status).toBe(504)
     expect(JSON.parse(response.body)).toMatchObject({ code: 'TETHER_DEADLINE_EXCEEDED' })
     // The budget is spent: nothing tells a proxy or client to try again (shutdown answers do).
     expect(response.headers['retry-after']).toBeUndefined()
@@ -43,7 +43,7 @@ describe.each(frameworks)('$name: what a request scope promises', (framework) =>
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
       const before = inspect().counters.lateWrites
       const response = await send(`${server.url}/${route}`, { agent })
-      expect(response.status).toBe(503)
+      expect(response.status).toBe(504)
       expect(JSON.parse(response.body).code).toBe('TETHER_DEADLINE_EXCEEDED')
       await eventually(() => inspect().counters.lateWrites > before, 2_000, 'the late write')
       // The late write did not destroy the kept-alive connection: the next request reuses it.
@@ -112,7 +112,7 @@ describe.each(frameworks)('$name: what a request scope promises', (framework) =>
     agent.destroy()
     const statuses = responses.map((response) => response.status)
     expect(statuses.filter((status) => status === 200)).toHaveLength(200)
-    expect(statuses.filter((status) => status === 503)).toHaveLength(200)
+    expect(statuses.filter((status) => status === 504)).toHaveLength(200)
     await eventually(() => inspect().inflight.length === 0, 2_000, 'no request in flight')
   })
 })

@@ -7,6 +7,25 @@ export const DEFAULT_DEADLINE_HEADER = 'x-request-timeout-ms'
 /** gRPC's own timeout header: up to 8 digits and a unit (H, M, S, m, u, n). */
 export const GRPC_TIMEOUT_HEADER = 'grpc-timeout'
 
+/**
+ * The budget Envoy gives its upstreams (integer milliseconds): the route's timeout, or the retry
+ * policy's per-try timeout, less what has elapsed, so that the upstream can give up first.
+ */
+export const ENVOY_TIMEOUT_HEADER = 'x-envoy-expected-rq-timeout-ms'
+
+/** The Connect protocol's timeout header: integer milliseconds, at most 10 digits. */
+export const CONNECT_TIMEOUT_HEADER = 'connect-timeout-ms'
+
+/**
+ * The budget headers a service mesh sends, trusted by default beside tether's own: Envoy's, gRPC's
+ * and Connect's. Each can only shorten a request's deadline.
+ */
+export const MESH_DEADLINE_HEADERS: readonly string[] = Object.freeze([
+  ENVOY_TIMEOUT_HEADER,
+  GRPC_TIMEOUT_HEADER,
+  CONNECT_TIMEOUT_HEADER,
+])
+
 // At most 10 ASCII digits (about 115 days); anything longer is not a budget but an attack or a bug.
 const MILLISECONDS = /^[0-9]{1,10}$/
 const GRPC_TIMEOUT = /^([0-9]{1,8})([HMSmun])$/

@@ -39,16 +39,28 @@ export class TetherError extends Error {
   }
 }
 
-/** The scope's deadline passed before the work finished. */
+/**
+ * What a missed deadline is answered with unless `status` says otherwise: 504, without
+ * `Retry-After`. 503 with `Retry-After` is kept for work refused before it started (shed, shutdown).
+ */
+export const DEFAULT_DEADLINE_STATUS = 504
+
+/**
+ * The scope's deadline passed before the work finished. Its `statusCode` is 504 (the work ran
+ * out of time: not safe to retry elsewhere, and no sign of an unhealthy server), or the `status`
+ * of the request whose scope it comes from, so an error that escapes a handler is answered the
+ * way tether's own deadline answer is.
+ */
 export class DeadlineExceededError extends TetherError {
   override readonly name = 'DeadlineExceededError' as const
   declare readonly code: 'TETHER_DEADLINE_EXCEEDED'
 
   /**
    * @param message - defaults to `deadline exceeded`
+   * @param options - `cause`, and `statusCode` (default 504) for a framework to answer with
    */
-  constructor(message = 'deadline exceeded', options?: TetherErrorOptions) {
-    super(message, 'TETHER_DEADLINE_EXCEEDED', 503, options)
+  constructor(message = 'deadline exceeded', options?: TetherErrorOptions & { readonly statusCode?: number }) {
+    super(message, 'TETHER_DEADLINE_EXCEEDED', options?.statusCode ?? DEFAULT_DEADLINE_STATUS, options)
   }
 }
 

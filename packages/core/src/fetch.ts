@@ -1,5 +1,4 @@
 import { DEFAULT_DEADLINE_HEADER, formatBudget } from './deadline-header.js'
-import { DeadlineExceededError, withoutStack } from './errors.js'
 import {
   createOutbound,
   loadUndici,
@@ -7,13 +6,13 @@ import {
   type OutboundOptions,
   resolveOutbound,
 } from './outbound.js'
-import { currentScope, kIsAborted, kReason, kRequest, reasonValue, type Scope } from './scope.js'
-import { checkDuration, checkFunction, checkOptionsObject, optional, received } from './validate.js'
+import { currentScope, deadlineExceeded, kIsAborted, kReason, kRequest, reasonValue, type Scope } from './scope.js'
+import { checkDuration, checkFunction, checkHeaderName, checkOptionsObject, optional, received } from './validate.js'
 
 /**
  * Options of {@link createScopedFetch}. All optional. The transport options (`connections`,
- * `keepAliveTimeout`, `maxQueue`, `headersTimeout`, `bodyTimeout`) configure tether's own
- * connection pool, and cannot be combined with `fetch`.
+ * `keepAliveTimeout`, `maxQueue`, `retryAfter`, `headersTimeout`, `bodyTimeout`) configure tether's
+ * own connection pool, and cannot be combined with `fetch`.
  */
 export interface ScopedFetchOptions extends OutboundOptions {
   /**
@@ -51,7 +50,14 @@ export type ScopedFetch = typeof fetch & {
   close(): Promise<void>
 }
 
-const TRANSPORT_OPTIONS = ['connections', 'keepAliveTimeout', 'maxQueue', 'headersTimeout', 'bodyTimeout'] as const
+const TRANSPORT_OPTIONS = [
+  'connections',
+  'keepAliveTimeout',
+  'maxQueue',
+  'retryAfter',
+  'headersTimeout',
+  'bodyTimeout',
+] as const
 const SCOPED_FETCH_OPTIONS = ['fetch', 'header', 'margin', ...TRANSPORT_OPTIONS]
 
 // The ways a Response's body is read to its end; scopedFetch lets go of the call once one is done.
@@ -118,7 +124,7 @@ function budgetLeft(scope: Scope, margin: number): number | undefined {
   if (!Number.isFinite(remaining)) return undefined
   const budget = remaining - margin
   if (budget <= 0) {
-    throw withoutStack(() => new DeadlineExceededError('deadline exceeded: no budget left for the call'))
+    throw deadlineExceeded(scope, 'deadline exceeded: no budget left for the call')
   }
   return budget
 }
@@ -217,10 +223,7 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
     transport = tunedTransport(options)
   }
   const margin = checkDuration('margin', optional(options?.margin, 10))
-  const header = options?.header
-  if (header !== undefined && header !== false && (typeof header !== 'string' || header === '')) {
-    throw new TypeError(`\`header\` must be a header name or false, received ${received(header)}`)
-  }
+  const header = options?.header === undefined ? undefined : checkHeaderName('header', options.header, true)
 
   const scopedFetch = async function scopedFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     const scope = currentScope()

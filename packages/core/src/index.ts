@@ -1,5 +1,13 @@
 export { onShutdown, type ShutdownNotice, trackConnections } from './connections.js'
-export { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from './deadline-header.js'
+export {
+  CONNECT_TIMEOUT_HEADER,
+  DEFAULT_DEADLINE_HEADER,
+  ENVOY_TIMEOUT_HEADER,
+  formatBudget,
+  GRPC_TIMEOUT_HEADER,
+  MESH_DEADLINE_HEADERS,
+  parseBudget,
+} from './deadline-header.js'
 export type { DeliveryOptions, DeliverySettings } from './delivery.js'
 export {
   DEADLINE_CHANNEL,
@@ -17,6 +25,7 @@ export {
 } from './diagnostics.js'
 export {
   CanceledError,
+  DEFAULT_DEADLINE_STATUS,
   DeadlineExceededError,
   isCanceled,
   isDeadlineExceeded,

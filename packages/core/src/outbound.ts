@@ -1,10 +1,11 @@
 import type { Agent, Dispatcher } from 'undici'
 import { shedChannel } from './diagnostics.js'
-import { CanceledError, DeadlineExceededError, PoolOverloadedError, withoutStack } from './errors.js'
+import { CanceledError, PoolOverloadedError, withoutStack } from './errors.js'
 import { counters } from './registry.js'
 import {
   type AbortSubscriber,
   currentScope,
+  deadlineExceeded,
   kIsAborted,
   kReason,
   kScopeAborted,
@@ -16,7 +17,7 @@ import {
   requestScopeOf,
   type Scope,
 } from './scope.js'
-import { checkCount, checkTimeout, optional } from './validate.js'
+import { checkCount, checkRetryAfter, checkTimeout, optional } from './validate.js'
 
 /**
  * The outbound side: a connection pool per origin that tether configures (undici's `Agent`), with
@@ -47,6 +48,13 @@ export interface OutboundOptions {
    * @default 1024
    */
   readonly maxQueue?: number
+  /**
+   * Seconds a call refused because its origin's queue is full is told to wait: the
+   * `PoolOverloadedError`'s `Retry-After`, which both adapters send if it escapes a handler. The
+   * same option, with the same rule, as `createPool()`'s.
+   * @default 1
+   */
+  readonly retryAfter?: number
   /**
    * Milliseconds to wait for a response's headers. Inside a scope, a call never waits longer than
    * the scope's remaining budget, whatever this says.
@@ -107,6 +115,7 @@ export function resolveOutbound(options: OutboundOptions | undefined): ResolvedO
       optional(options?.keepAliveTimeout, OUTBOUND_DEFAULTS.keepAliveTimeout),
     ),
     maxQueue: checkCount('maxQueue', optional(options?.maxQueue, OUTBOUND_DEFAULTS.maxQueue), { min: 0 }),
+    retryAfter: checkRetryAfter(options?.retryAfter),
     headersTimeout: checkTimeout('headersTimeout', optional(options?.headersTimeout, OUTBOUND_DEFAULTS.headersTimeout)),
     bodyTimeout: checkTimeout('bodyTimeout', optional(options?.bodyTimeout, OUTBOUND_DEFAULTS.bodyTimeout)),
   }
@@ -138,10 +147,6 @@ type Opts = Dispatcher.DispatchOptions
 const QUEUED = 0
 const RUNNING = 1
 const DONE = 2
-
-function noBudget(message: string): DeadlineExceededError {
-  return withoutStack(() => new DeadlineExceededError(message))
-}
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
@@ -233,8 +238,7 @@ class Call implements AbortSubscriber {
     // A timeout cut to the caller's budget is the caller's deadline, and says so.
     const code = (error as { code?: unknown } | null)?.code
     if (this.budgeted && typeof code === 'string' && TIMEOUT_CODES.has(code)) {
-      const cause = error
-      error = withoutStack(() => new DeadlineExceededError('deadline exceeded: the downstream was too slow', { cause }))
+      error = deadlineExceeded(this.scope, 'deadline exceeded: the downstream was too slow', error)
     }
     this.handler.onError?.(error)
   }
@@ -300,7 +304,9 @@ export class Transport {
     const scope = currentScope()
     if (scope !== undefined && scope.remaining() <= 0) {
       handler.onError?.(
-        scope[kIsAborted] ? reasonValue(scope[kReason]) : noBudget('deadline exceeded: no budget left for the call'),
+        scope[kIsAborted]
+          ? reasonValue(scope[kReason])
+          : deadlineExceeded(scope, 'deadline exceeded: no budget left for the call'),
       )
       return false
     }
@@ -313,7 +319,7 @@ export class Transport {
       counters.outboundShed++
       const error = withoutStack(
         () =>
-          new PoolOverloadedError(1, {
+          new PoolOverloadedError(this.options.retryAfter, {
             message: `outbound queue full: ${gate.size} calls already wait for a connection to ${origin} (maxQueue ${this.options.maxQueue})`,
           }),
       )

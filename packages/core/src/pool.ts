@@ -16,7 +16,7 @@ import {
   scopeForSignal,
   untrack,
 } from './scope.js'
-import { checkBoolean, checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
+import { checkBoolean, checkCount, checkOptionsObject, checkRetryAfter, checkSignal, received } from './validate.js'
 
 /** Options of {@link createPool}. */
 export interface PoolOptions {
@@ -500,10 +500,7 @@ export function createPool(options: PoolOptions): Pool {
   const concurrency = checkCount('concurrency', options?.concurrency)
   const maxQueue =
     options.maxQueue === undefined ? Number.POSITIVE_INFINITY : checkCount('maxQueue', options.maxQueue, { min: 0 })
-  const retryAfter =
-    options.retryAfter === undefined
-      ? 1
-      : checkCount('retryAfter', options.retryAfter, { min: 0, allowInfinity: false })
+  const retryAfter = checkRetryAfter(options.retryAfter)
   const deadlineAware =
     options.deadlineAware === undefined ? true : checkBoolean('deadlineAware', options.deadlineAware)
   return new WorkerPool(concurrency, maxQueue, retryAfter, deadlineAware)

@@ -70,8 +70,10 @@ export interface RequestInfo {
   logger(): Logger | undefined
   /** A task of this request is pending at its end: keep what a report needs while it can. */
   noteLingering?(): void
-  /** The header budgets are read from and sent in, or `undefined` when budgets are off. */
+  /** The header `scopedFetch` sends the remaining budget in, or `undefined` to send none. */
   readonly deadlineHeader: string | undefined
+  /** The status a missed deadline of this request is answered with (504 when absent). */
+  readonly deadlineStatus?: number
   /**
    * The deadline of `scope` has passed: the reason to end it with instead of a
    * `DeadlineExceededError` when the request is finished already (its handler ended the

@@ -58,12 +58,14 @@ class LazyReason {
   #value: unknown
   #made = false
   constructor(
-    readonly make: () => unknown,
+    readonly make: (status?: number) => unknown,
     readonly isDeadline = false,
+    /** For a deadline: the status of the request the scope belongs to, if it has one. */
+    readonly status: number | undefined = undefined,
   ) {}
   get value(): unknown {
     if (!this.#made) {
-      this.#value = withoutStack(this.make)
+      this.#value = this.status === undefined ? withoutStack(this.make) : withoutStack(() => this.make(this.status))
       this.#made = true
     }
     return this.#value
@@ -71,7 +73,23 @@ class LazyReason {
 }
 
 const makeCanceled = () => new CanceledError()
-const makeDeadlineExceeded = () => new DeadlineExceededError()
+const makeDeadlineExceeded = (status?: number) =>
+  new DeadlineExceededError(undefined, status === undefined ? undefined : { statusCode: status })
+
+/**
+ * A `DeadlineExceededError` for work of `scope` (without a stack: these are made on hot paths),
+ * whose `statusCode` is the `status` of the request the scope belongs to. Whichever timer notices
+ * a missed deadline first (the request's, an outbound call's, a queue's), an error that escapes
+ * the handler is then answered with the status tether's own answer would have had.
+ *
+ * @internal
+ */
+export function deadlineExceeded(scope: Scope | undefined, message: string, cause?: unknown): DeadlineExceededError {
+  const statusCode = scope?.[kRequest]?.deadlineStatus
+  // An absent cause stays absent (`'cause' in error` is false), as with the standard option.
+  const options = cause === undefined ? { statusCode } : { cause, statusCode }
+  return withoutStack(() => new DeadlineExceededError(message, options))
+}
 
 /**
  * Reads a reason that may still be lazy.
@@ -498,7 +516,7 @@ export class Scope implements Timed, AbortSubscriber {
     if (inherited !== undefined && inherited <= own) return
     if (own <= now) {
       if (deadlineChannel.hasSubscribers) deadlineChannel.publish(deadlineMessage(this, own))
-      this.#abort(new LazyReason(makeDeadlineExceeded, true))
+      this.#abort(new LazyReason(makeDeadlineExceeded, true, this.#request?.deadlineStatus))
       return
     }
     startTimer(this, own, now)
@@ -507,13 +525,14 @@ export class Scope implements Timed, AbortSubscriber {
   /** @internal The deadline timer fired. */
   [kExpire](): void {
     // A request already answered is not a deadline miss: delivering it is the write bound's job.
-    const finished = this.#request?.finishedReason?.(this)
+    const request = this.#request
+    const finished = request?.finishedReason?.(this)
     if (finished !== undefined) {
       this.#abort(finished)
       return
     }
     if (deadlineChannel.hasSubscribers) deadlineChannel.publish(deadlineMessage(this, this.#ownDeadline as number))
-    this.#abort(new LazyReason(makeDeadlineExceeded, true))
+    this.#abort(new LazyReason(makeDeadlineExceeded, true, request?.deadlineStatus))
   }
 
   #abort(reason: unknown): void {

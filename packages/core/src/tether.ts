@@ -1,8 +1,8 @@
 import { adoptConnection } from './connections.js'
-import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
+import { DEFAULT_DEADLINE_HEADER, MESH_DEADLINE_HEADERS, parseBudget } from './deadline-header.js'
 import { handlerEnded } from './delivery.js'
 import { type RequestEndReason, requestEndChannel, requestStartChannel } from './diagnostics.js'
-import { CanceledError, isShutdown } from './errors.js'
+import { CanceledError, DEFAULT_DEADLINE_STATUS, isShutdown } from './errors.js'
 import {
   addInflight,
   counters,
@@ -26,7 +26,7 @@ import {
   Scope,
 } from './scope.js'
 import { type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
-import { checkBoolean, checkDuration, checkOptionsObject, checkTimeout, received } from './validate.js'
+import { checkBoolean, checkDuration, checkHeaderName, checkOptionsObject, checkTimeout, received } from './validate.js'
 
 /** Options shared by {@link createTether} and both adapters. All optional. */
 export interface TetherOptions {
@@ -39,18 +39,41 @@ export interface TetherOptions {
    */
   readonly timeout?: number
   /**
-   * The HTTP status sent when the deadline passes before anything was sent: 500–599.
-   * @default 503
+   * The HTTP status a missed deadline is answered with, if nothing was sent yet: 500–599. The
+   * same status answers a `DeadlineExceededError` that escapes a handler (from `scopedFetch`, a
+   * pool, the outbound queue), whichever timer noticed first. 504, without `Retry-After`, means
+   * "ran out of time": proxies neither retry it nor count it against the server. 503 (with
+   * `Retry-After`) stays for work refused before it started: a shed pool caller, a request
+   * during shutdown.
+   * @default 504
    */
   readonly status?: number
   /**
-   * The incoming header carrying the caller's remaining budget in integer milliseconds
-   * (`grpc-timeout` is read in gRPC's own format). It can only shorten the deadline; malformed
-   * values are ignored and counted. `false` ignores incoming budgets. `scopedFetch` sends the
-   * remaining budget downstream in the same header.
+   * tether's own budget header: the caller's remaining budget in integer milliseconds
+   * (`grpc-timeout` is read and written in gRPC's own format). It is trusted inbound (unless
+   * `trustHeaders` says otherwise) and is the header `scopedFetch` sends the remaining budget in
+   * (unless `propagateHeader` says otherwise). `false`: it is neither read nor sent, and, unless
+   * `trustHeaders` or `propagateHeader` is given, no incoming budget is trusted and none is sent.
    * @default 'x-request-timeout-ms'
    */
   readonly deadlineHeader?: string | false
+  /**
+   * The incoming headers whose budget is trusted (inbound): the smallest budget among them
+   * counts, and the server's own `timeout` always caps it, so a header can only shorten a
+   * request's deadline. Absent and malformed values are ignored (malformed ones are counted as
+   * `ignoredDeadlineHeaders`). `grpc-timeout` is read in gRPC's format, every other header as
+   * integer milliseconds. `false` or `[]`: no incoming budget is trusted.
+   * @default [deadlineHeader, 'x-envoy-expected-rq-timeout-ms', 'grpc-timeout', 'connect-timeout-ms']
+   *   (none when `deadlineHeader` is `false`)
+   */
+  readonly trustHeaders?: readonly string[] | false
+  /**
+   * The header `scopedFetch` and `createScopedFetch()` send the remaining budget in (outbound),
+   * for calls made inside this binding's requests; `false` sends none. A scoped fetch's own
+   * `header` option overrides it.
+   * @default deadlineHeader
+   */
+  readonly propagateHeader?: string | false
   /**
    * Milliseconds after its request ended that a still-pending task is reported as leaked.
    * @default 10000
@@ -111,6 +134,8 @@ export const TETHER_OPTIONS: readonly string[] = [
   'timeout',
   'status',
   'deadlineHeader',
+  'trustHeaders',
+  'propagateHeader',
   'leakAfter',
   'captureStacks',
   'logger',
@@ -124,9 +149,6 @@ const processWarnings: Logger = {
     })
   },
 }
-
-// Header names are HTTP tokens; Node gives them to us lowercased.
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 
 const kRecord = Symbol.for('tether.request')
 type TetheredResponse = HttpResponse & { [kRecord]?: TetheredRequest | undefined }
@@ -171,8 +193,19 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     return this.tether.policy
   }
 
+  /** The header calls made for this request send its remaining budget in (see `RequestInfo`). */
   get deadlineHeader(): string | undefined {
-    return this.tether.deadlineHeader
+    return this.tether.propagateHeader
+  }
+
+  /** The status a missed deadline of this request is answered with (see `RequestInfo`). */
+  get deadlineStatus(): number {
+    return this.tether.status
+  }
+
+  /** The headers whose budget this request's binding read. */
+  get trustHeaders(): readonly string[] {
+    return this.tether.trustHeaders
   }
 
   route(): string | undefined {
@@ -305,8 +338,12 @@ export class Tether {
   readonly status: number
   /** @internal What the client gets when the deadline passes before anything was sent. */
   readonly deadlineAnswer: Answer
-  /** The incoming budget header, or `undefined` when incoming budgets are ignored. */
+  /** tether's own budget header, or `undefined` when it is neither read nor sent. */
   readonly deadlineHeader: string | undefined
+  /** The incoming headers whose budget is trusted (none: empty). */
+  readonly trustHeaders: readonly string[]
+  /** The header the remaining budget is sent in downstream, or `undefined` to send none. */
+  readonly propagateHeader: string | undefined
   /** The path of the debug route, or `undefined` when there is none. */
   readonly debugRoute: string | undefined
   /** @internal */
@@ -324,22 +361,21 @@ export class Tether {
   constructor(options?: TetherOptions, adapter: TetherAdapter = {}) {
     const where = adapter.name ?? 'createTether()'
     checkOptionsObject(where, options, adapter.options ? [...TETHER_OPTIONS, ...adapter.options] : TETHER_OPTIONS)
-    const { timeout, status = 503, deadlineHeader = DEFAULT_DEADLINE_HEADER, leakAfter = 10_000 } = options ?? {}
+    const { timeout, status = DEFAULT_DEADLINE_STATUS, leakAfter = 10_000 } = options ?? {}
     if (timeout !== undefined) checkTimeout('timeout', timeout)
     if (typeof status !== 'number') throw new TypeError(`\`status\` must be a number, received ${received(status)}`)
     if (!Number.isInteger(status) || status < 500 || status > 599) {
       throw new RangeError(`\`status\` must be an HTTP status from 500 to 599, received ${received(status)}`)
     }
-    if (deadlineHeader !== false && (typeof deadlineHeader !== 'string' || !HEADER_NAME.test(deadlineHeader))) {
-      const what = typeof deadlineHeader === 'string' ? 'a lowercase header name' : 'a header name or false'
-      throw new TypeError(`\`deadlineHeader\` must be ${what}, received ${received(deadlineHeader)}`)
-    }
-    // Node's headers object has a prototype: a name like `constructor` would always "be present".
-    if (typeof deadlineHeader === 'string' && deadlineHeader in Object.prototype) {
-      throw new TypeError(
-        `\`deadlineHeader\` must not be the name of an Object property, received ${received(deadlineHeader)}`,
-      )
-    }
+    const deadlineHeader =
+      options?.deadlineHeader === undefined
+        ? DEFAULT_DEADLINE_HEADER
+        : checkHeaderName('deadlineHeader', options.deadlineHeader, true)
+    const trustHeaders = resolveTrustHeaders(options?.trustHeaders, deadlineHeader)
+    const propagateHeader =
+      options?.propagateHeader === undefined
+        ? deadlineHeader
+        : checkHeaderName('propagateHeader', options.propagateHeader, true)
     const captureStacks =
       options?.captureStacks === undefined ? false : checkBoolean('captureStacks', options.captureStacks)
     const logger = options?.logger
@@ -360,19 +396,21 @@ export class Tether {
       close: false,
     })
     this.deadlineHeader = deadlineHeader === false ? undefined : deadlineHeader
+    this.trustHeaders = trustHeaders
+    this.propagateHeader = propagateHeader === false ? undefined : propagateHeader
     this.policy = Object.freeze({ leakAfter: checkDuration('leakAfter', leakAfter), captureStacks })
     this.logger = logger ?? processWarnings
     this.adapter = adapter
   }
 
   /**
-   * Gives a request its scope. The deadline is the earlier of `timeout` and the caller's budget
-   * header; the scope's signal aborts at the deadline (and the client is answered with `status`
+   * Gives a request its scope. The deadline is the earliest of `timeout` and the budgets in the
+   * trusted headers; the scope's signal aborts at the deadline (and the client is answered with `status`
    * if nothing was sent), when the client hangs up before the response is finished
    * (`CanceledError`), and when the response is finished (`CanceledError`), so that work still
    * running learns it should stop. Nothing is left behind once the response closes.
    *
-   * @param req - the incoming request (`deadlineHeader` is read from it): `node:http`'s, or
+   * @param req - the incoming request (the trusted budget headers are read from it): `node:http`'s, or
    *   `node:http2`'s compatibility request
    * @param res - its response (its `close` event ends the scope); on HTTP/2, a reset of the
    *   request's stream is the client hanging up
@@ -391,7 +429,10 @@ export class Tether {
     // the package): the first binding owns the request; this one can only tighten its deadline.
     const existing = response[kRecord]
     if (existing !== undefined) {
-      const deadline = this.#deadline(req, existing.startedAt, existing.deadlineHeader)
+      // A binding of an older copy read only its one header, which it also sent.
+      const readAlready =
+        existing.trustHeaders ?? (existing.deadlineHeader === undefined ? [] : [existing.deadlineHeader])
+      const deadline = this.#deadline(req, existing.startedAt, readAlready)
       if (deadline !== undefined) existing.scope[kTighten](deadline)
       return existing.scope
     }
@@ -420,22 +461,45 @@ export class Tether {
   }
 
   /**
-   * The deadline of a request that arrived at `startedAt`: `timeout` or the caller's budget,
-   * whichever is earlier. A header another binding has read already is not read (or counted) again.
+   * The deadline of a request that arrived at `startedAt`: the earliest of `timeout` and the
+   * budgets in the trusted headers. A header another binding has read already is not read (or
+   * counted) again.
    */
-  #deadline(req: HttpRequest, startedAt: number, readAlready?: string): number | undefined {
+  #deadline(req: HttpRequest, startedAt: number, readAlready?: readonly string[]): number | undefined {
     let deadline = this.timeout === undefined ? undefined : startedAt + this.timeout
-    const header = this.deadlineHeader
-    if (header !== undefined && header !== readAlready) {
-      const value = req.headers[header]
-      if (value !== undefined) {
-        const budget = parseBudget(value, header)
-        if (budget === undefined) counters.ignoredDeadlineHeaders++
-        else if (deadline === undefined || startedAt + budget < deadline) deadline = startedAt + budget
-      }
+    const headers = req.headers
+    const trusted = this.trustHeaders
+    // Indexed: this runs for every request, and most carry none of these headers.
+    for (let i = 0; i < trusted.length; i++) {
+      const header = trusted[i] as string
+      const value = headers[header]
+      if (value === undefined || readAlready?.includes(header)) continue
+      const budget = parseBudget(value, header)
+      if (budget === undefined) counters.ignoredDeadlineHeaders++
+      else if (deadline === undefined || startedAt + budget < deadline) deadline = startedAt + budget
     }
     return deadline
   }
+}
+
+/**
+ * The inbound headers to trust: the option, validated, or tether's own header and the mesh's.
+ * `false` for `deadlineHeader` keeps what it meant before the two directions had options of their
+ * own: no incoming budget at all, unless `trustHeaders` names some.
+ */
+function resolveTrustHeaders(option: unknown, deadlineHeader: string | false): readonly string[] {
+  if (option === undefined) {
+    if (deadlineHeader === false) return Object.freeze([])
+    return Object.freeze([deadlineHeader, ...MESH_DEADLINE_HEADERS.filter((name) => name !== deadlineHeader)])
+  }
+  if (option === false) return Object.freeze([])
+  if (!Array.isArray(option)) {
+    throw new TypeError(`\`trustHeaders\` must be an array of header names, or false, received ${received(option)}`)
+  }
+  // Array.from visits holes too: `[, 'x']` is refused, not read as one name.
+  const names = Array.from(option as unknown[], (name, index) => checkHeaderName(`trustHeaders[${index}]`, name))
+  // A header named twice is read once: its malformed value is counted once.
+  return Object.freeze([...new Set(names)])
 }
 
 /**

@@ -103,6 +103,15 @@ export function checkCount(name: string, value: unknown, { min = 1, allowInfinit
   return value
 }
 
+/**
+ * Seconds a shed caller is told to wait (`Retry-After`): an integer ≥ 0, 1 when absent. One rule
+ * for every queue that sheds (a pool's, an outbound origin's), so the option means the same
+ * everywhere.
+ */
+export function checkRetryAfter(value: unknown): number {
+  return value === undefined ? 1 : checkCount('retryAfter', value, { min: 0, allowInfinity: false })
+}
+
 /** An epoch-milliseconds timestamp. */
 export function checkTimestamp(name: string, value: unknown): number {
   if (typeof value !== 'number') {
@@ -126,6 +135,31 @@ export function checkSignal(name: string, value: unknown): AbortSignal {
     throw new TypeError(`\`${name}\` must be an AbortSignal, received ${received(value)}`)
   }
   return value as AbortSignal
+}
+
+// Header names are HTTP tokens (RFC 9110). Node gives incoming names lowercased, so a name with an
+// uppercase letter would never match one; outgoing ones are compared with tether's own names.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
+
+/**
+ * A header name: a lowercase HTTP token, and not the name of an Object property (Node's headers
+ * object has a prototype, so a name like `constructor` would always seem present).
+ *
+ * @param orFalse - whether `false` is accepted as well (and returned as is): "no header"
+ */
+export function checkHeaderName(name: string, value: unknown, orFalse: true): string | false
+export function checkHeaderName(name: string, value: unknown, orFalse?: false): string
+export function checkHeaderName(name: string, value: unknown, orFalse = false): string | false {
+  if (orFalse && value === false) return false
+  if (typeof value !== 'string' || !HEADER_NAME.test(value)) {
+    const what =
+      typeof value === 'string' ? 'a lowercase header name' : orFalse ? 'a header name or false' : 'a header name'
+    throw new TypeError(`\`${name}\` must be ${what}, received ${received(value)}`)
+  }
+  if (value in Object.prototype) {
+    throw new TypeError(`\`${name}\` must not be the name of an Object property, received ${received(value)}`)
+  }
+  return value
 }
 
 /** A boolean flag. */

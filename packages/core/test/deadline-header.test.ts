@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest'
-import { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from '../src/index.js'
+import {
+  CONNECT_TIMEOUT_HEADER,
+  DEFAULT_DEADLINE_HEADER,
+  ENVOY_TIMEOUT_HEADER,
+  formatBudget,
+  GRPC_TIMEOUT_HEADER,
+  MESH_DEADLINE_HEADERS,
+  parseBudget,
+} from '../src/index.js'
 
 describe('parseBudget (integer milliseconds)', () => {
   it.each([
@@ -54,6 +62,23 @@ describe('parseBudget (grpc-timeout)', () => {
 
   it.each(['', '100', '1s', '1h', '123456789m', '-1S', '1.5S', ' 1S'])('refuses %j', (value) => {
     expect(parseBudget(value, GRPC_TIMEOUT_HEADER)).toBeUndefined()
+  })
+})
+
+describe('parseBudget (the mesh headers)', () => {
+  it('reads Envoy’s and Connect’s budgets as integer milliseconds, and refuses anything else', () => {
+    for (const header of [ENVOY_TIMEOUT_HEADER, CONNECT_TIMEOUT_HEADER]) {
+      expect(parseBudget('15000', header)).toBe(15_000)
+      expect(parseBudget('0', header)).toBe(0)
+      for (const value of ['', '1.5', '-1', '15s', '1e3', '12345678901', '100, 200']) {
+        expect(parseBudget(value, header), `${header}: ${value}`).toBeUndefined()
+      }
+    }
+  })
+
+  it('lists Envoy’s, gRPC’s and Connect’s headers as the mesh’s, frozen', () => {
+    expect(MESH_DEADLINE_HEADERS).toEqual(['x-envoy-expected-rq-timeout-ms', 'grpc-timeout', 'connect-timeout-ms'])
+    expect(Object.isFrozen(MESH_DEADLINE_HEADERS)).toBe(true)
   })
 })
 

@@ -27,13 +27,15 @@ const expressAdapter: TetherAdapter<Request> = {
 /**
  * The tether middleware: gives each request a scope (`req.scope`) whose signal aborts at the
  * deadline, when the client hangs up, or when the response is finished, and runs the rest of the
- * chain inside it. At the deadline, if nothing has been sent, the client gets `status` (503) with
- * a short JSON body; whatever the handler writes afterwards is swallowed and counted.
+ * chain inside it. At the deadline, if nothing has been sent, the client gets `status` (504) with
+ * a short JSON body, as does a `DeadlineExceededError` that escapes a handler (Express answers it
+ * with the error's status, which is `status`); whatever the handler writes afterwards is swallowed
+ * and counted.
  *
  * Mount it before the routes whose work it should govern.
  *
- * @param options - `timeout`, `status`, `deadlineHeader`, `leakAfter`, `captureStacks`, `logger`,
- *   `debugRoute`
+ * @param options - `timeout`, `status`, `deadlineHeader`, `trustHeaders`, `propagateHeader`,
+ *   `leakAfter`, `captureStacks`, `logger`, `debugRoute`
  * @throws TypeError/RangeError at once, naming the option and the value received
  *
  * @example

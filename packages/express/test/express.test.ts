@@ -58,7 +58,7 @@ describe('tether() for Express', () => {
     expect(response.body).toEqual({ a: false, groupAborted: false, poolUsesRequestSignal: true })
   })
 
-  it('answers 503 with a short JSON body at the deadline, and aborts the work with DeadlineExceededError', async () => {
+  it('answers 504 with a short JSON body and no Retry-After at the deadline, and aborts the work with DeadlineExceededError', async () => {
     let reason: unknown
     const app = appWith({ timeout: 60 }, (app) => {
       app.get('/', async (_req, res) => {
@@ -71,15 +71,17 @@ describe('tether() for Express', () => {
     const started = Date.now()
     const response = await request(app)
       .get('/')
-      .expect(503)
+      .expect(504)
       .expect('content-type', /application\/json/)
     const elapsed = Date.now() - started
     expect(response.body).toEqual({
-      statusCode: 503,
+      statusCode: 504,
       code: 'TETHER_DEADLINE_EXCEEDED',
-      error: 'Service Unavailable',
+      error: 'Gateway Timeout',
       message: 'deadline exceeded',
     })
+    // The work ran out of time: nothing invites a proxy or client to retry it.
+    expect(response.headers['retry-after']).toBeUndefined()
     // Answered promptly after the deadline; the bound is generous for a shared CI machine.
     expect(elapsed).toBeGreaterThanOrEqual(55)
     expect(elapsed).toBeLessThan(60 + 500)
@@ -88,12 +90,14 @@ describe('tether() for Express', () => {
   })
 
   it('answers with the configured status', async () => {
-    const app = appWith({ timeout: 20, status: 504 }, (app) => {
+    const app = appWith({ timeout: 20, status: 503 }, (app) => {
       app.get('/', (_req, _res) => undefined)
     })
-    const response = await request(app).get('/').expect(504)
-    expect(response.body.statusCode).toBe(504)
-    expect(response.body.error).toBe('Gateway Timeout')
+    const response = await request(app).get('/').expect(503)
+    expect(response.body.statusCode).toBe(503)
+    expect(response.body.error).toBe('Service Unavailable')
+    // A deadline's answer, whatever its status: no Retry-After (that is for shed and shutdown).
+    expect(response.headers['retry-after']).toBeUndefined()
   })
 
   it('swallows and counts what the handler writes after the deadline', async () => {
@@ -104,7 +108,7 @@ describe('tether() for Express', () => {
         res.status(200).json({ tooLate: true })
       })
     })
-    const response = await request(app).get('/').expect(503)
+    const response = await request(app).get('/').expect(504)
     expect(response.body.code).toBe('TETHER_DEADLINE_EXCEEDED')
     expect(await counterMoved('lateWrites', before)).toBe(1)
   })
@@ -152,7 +156,7 @@ describe('the deadline header', () => {
 
   it("tightens the deadline to the caller's remaining budget", async () => {
     const started = Date.now()
-    await request(app()).get('/wait').set('x-request-timeout-ms', '40').expect(503)
+    await request(app()).get('/wait').set('x-request-timeout-ms', '40').expect(504)
     expect(Date.now() - started).toBeLessThan(1_000)
     const response = await request(app()).get('/').set('x-request-timeout-ms', '500').expect(200)
     expect(response.body.remaining).toBeLessThanOrEqual(500)
@@ -165,7 +169,7 @@ describe('the deadline header', () => {
   })
 
   it('answers a budget of 0 at once', async () => {
-    await request(app()).get('/wait').set('x-request-timeout-ms', '0').expect(503)
+    await request(app()).get('/wait').set('x-request-timeout-ms', '0').expect(504)
   })
 
   // Unicode digits travel as UTF-8 bytes, which the server reads as latin1: send those bytes.
@@ -225,7 +229,7 @@ describe('timeout(ms)', () => {
       app.get('/remaining', timeout(300), (req, res) => res.json({ remaining: req.scope.remaining() }))
     })
     const started = Date.now()
-    await request(app).get('/quick').expect(503)
+    await request(app).get('/quick').expect(504)
     expect(Date.now() - started).toBeLessThan(1_000)
     const response = await request(app).get('/remaining').expect(200)
     expect(response.body.remaining).toBeLessThanOrEqual(300)
@@ -269,6 +273,23 @@ describe('options are validated when the middleware is created', () => {
     ['an uppercase header name', { deadlineHeader: 'X-Budget' }, TypeError, /`deadlineHeader`/],
     ['a numeric header name', { deadlineHeader: 5 }, TypeError, /`deadlineHeader`.*5/],
     ['a header named like an Object property', { deadlineHeader: 'constructor' }, TypeError, /`deadlineHeader`/],
+    ['trusted headers given as one string', { trustHeaders: 'x-budget' }, TypeError, /`trustHeaders`.*'x-budget'/],
+    [
+      'an uppercase trusted header',
+      { trustHeaders: ['x-budget', 'X-Budget'] },
+      TypeError,
+      /`trustHeaders\[1\]`.*'X-Budget'/,
+    ],
+    [
+      'a trusted header named like an Object property',
+      { trustHeaders: ['toString'] },
+      TypeError,
+      /`trustHeaders\[0\]`/,
+    ],
+    ['trustHeaders: true', { trustHeaders: true }, TypeError, /`trustHeaders`.*true/],
+    ['a propagated header with spaces', { propagateHeader: 'x budget' }, TypeError, /`propagateHeader`.*'x budget'/],
+    ['a numeric propagated header', { propagateHeader: 5 }, TypeError, /`propagateHeader`.*5/],
+    ['a misspelt trustHeaders', { trustedHeaders: [] }, TypeError, /`trustedHeaders`.*did you mean `trustHeaders`/],
     ['a NaN leakAfter', { leakAfter: Number.NaN }, RangeError, /`leakAfter`/],
     ['a string captureStacks', { captureStacks: 'yes' }, TypeError, /`captureStacks`.*'yes'/],
     ['a logger without warn()', { logger: {} }, TypeError, /`logger`/],
@@ -356,7 +377,7 @@ describe('tether() attached twice to one request', () => {
       await sleep(5_000, undefined, { signal: req.scope.signal }).catch(() => undefined)
       res.json({ late: true })
     })
-    const response = await request(app).get('/wait').expect(503)
+    const response = await request(app).get('/wait').expect(504)
     expect(response.body.code).toBe('TETHER_DEADLINE_EXCEEDED')
   })
 })

@@ -12,6 +12,12 @@ describe('@tether/express types', () => {
     timeout('100')
     // @ts-expect-error status is a number
     tether({ status: '503' })
+    expectTypeOf(
+      tether({ trustHeaders: ['grpc-timeout'], propagateHeader: 'x-budget' }),
+    ).toEqualTypeOf<RequestHandler>()
+    expectTypeOf(tether({ trustHeaders: false, propagateHeader: false })).toEqualTypeOf<RequestHandler>()
+    // @ts-expect-error trustHeaders is a list of names, or false
+    tether({ trustHeaders: 'grpc-timeout' })
   })
 
   it('augments Request with scope', () => {

@@ -49,7 +49,7 @@ export interface TetherFastifyOptions extends TetherOptions {
   readonly harden?: boolean | HardenOptions
   /**
    * Milliseconds `app.close()` gives in-flight requests to finish before their scopes are aborted
-   * and they are answered 503 (see the core's `shutdown()`).
+   * and they are answered 503 with `Retry-After` (see the core's `shutdown()`).
    * @default 10000 (0 with Fastify's `forceCloseConnections: true`)
    */
   readonly grace?: number
@@ -177,6 +177,15 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     scope.run(hookDone)
   })
 
+  // Fastify answers its own handlerTimeout with 503; a missed deadline is answered with `status`
+  // whoever notices it, so the error Fastify is about to send carries tether's status instead. It
+  // is Fastify's own error, made for this request, before Fastify's error handler reads it.
+  const deadlineStatus = binding.status
+  function answerTimeoutWithStatus(this: AbortSignal): void {
+    const reason = this.reason as { code?: unknown; statusCode?: number } | null | undefined
+    if (reason?.code === 'FST_ERR_HANDLER_TIMEOUT') reason.statusCode = deadlineStatus
+  }
+
   app.addHook('onRoute', (route) => {
     // handlerTimeout is in Fastify ≥ 5.8's config, not yet in its initialConfig type.
     const serverHandlerTimeout = (app.initialConfig as { handlerTimeout?: number }).handlerTimeout ?? 0
@@ -190,10 +199,13 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     if (handlerTimeout > 0 && (configured === undefined || handlerTimeout < (configured as number))) {
       tighten = routeTimeout(handlerTimeout, 'handlerTimeout')
     }
+    // With a handlerTimeout, `tighten` is set: one hook does both.
+    const restatus = handlerTimeout > 0 && deadlineStatus !== 503
     if (tighten !== undefined) {
       const tightenRequest = tighten
       route.onRequest = appendHook(route.onRequest, function tetherRouteTimeout(request, _reply, hookDone) {
         tightenRequest(request.scope)
+        if (restatus) request.signal.addEventListener('abort', answerTimeoutWithStatus, { once: true })
         hookDone()
       })
     }
@@ -208,8 +220,9 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
 /**
  * The tether plugin: gives each request a scope (`request.scope`) whose signal aborts at the
  * deadline, when the client hangs up, or when the response is finished, and runs hooks and the
- * handler inside it. At the deadline, if nothing has been sent, the client gets `status` (503)
- * with a short JSON body; whatever the handler sends, returns or throws afterwards is swallowed
+ * handler inside it. At the deadline, if nothing has been sent, the client gets `status` (504)
+ * with a short JSON body, as does a `DeadlineExceededError` the handler throws, and Fastify's own
+ * `handlerTimeout`; whatever the handler sends, returns or throws afterwards is swallowed
  * and counted. A route tightens its deadline with `config: { tether: { timeout } }`.
  *
  * Register it before the routes whose work it should govern.

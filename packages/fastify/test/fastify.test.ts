@@ -78,7 +78,7 @@ describe('the Fastify plugin', () => {
     expect((await app.inject('/')).json()).toEqual({ a: false, poolUsesRequestSignal: true })
   })
 
-  it('answers 503 with a short JSON body at the deadline, and aborts the work with DeadlineExceededError', async () => {
+  it('answers 504 with a short JSON body and no Retry-After at the deadline, and aborts the work with DeadlineExceededError', async () => {
     let reason: unknown
     const { app } = await appWith({ timeout: 60 }, (app) => {
       app.get('/', async () => {
@@ -91,14 +91,16 @@ describe('the Fastify plugin', () => {
     const started = Date.now()
     const response = await app.inject('/')
     const elapsed = Date.now() - started
-    expect(response.statusCode).toBe(503)
+    expect(response.statusCode).toBe(504)
     expect(response.headers['content-type']).toMatch(/application\/json/)
     expect(response.json()).toEqual({
-      statusCode: 503,
+      statusCode: 504,
       code: 'TETHER_DEADLINE_EXCEEDED',
-      error: 'Service Unavailable',
+      error: 'Gateway Timeout',
       message: 'deadline exceeded',
     })
+    // The work ran out of time: nothing invites a proxy or client to retry it.
+    expect(response.headers['retry-after']).toBeUndefined()
     // Answered promptly after the deadline; the bound is generous for a shared CI machine.
     expect(elapsed).toBeGreaterThanOrEqual(55)
     expect(elapsed).toBeLessThan(60 + 500)
@@ -107,12 +109,14 @@ describe('the Fastify plugin', () => {
   })
 
   it('answers with the configured status', async () => {
-    const { app } = await appWith({ timeout: 20, status: 504 }, (app) => {
+    const { app } = await appWith({ timeout: 20, status: 503 }, (app) => {
       app.get('/', () => new Promise(() => undefined))
     })
     const response = await app.inject('/')
-    expect(response.statusCode).toBe(504)
-    expect(response.json().error).toBe('Gateway Timeout')
+    expect(response.statusCode).toBe(503)
+    expect(response.json().error).toBe('Service Unavailable')
+    // A deadline's answer, whatever its status: no Retry-After (that is for shed and shutdown).
+    expect(response.headers['retry-after']).toBeUndefined()
   })
 
   it('swallows and counts a late reply.send, a late return value and a late throw, with nothing logged', async () => {
@@ -134,7 +138,7 @@ describe('the Fastify plugin', () => {
     })
     for (const url of ['/send', '/return', '/throw']) {
       const response = await app.inject(url)
-      expect(response.statusCode, url).toBe(503)
+      expect(response.statusCode, url).toBe(504)
       expect(response.json().code).toBe('TETHER_DEADLINE_EXCEEDED')
     }
     expect(await counterMoved('lateWrites', before, 3)).toBe(3)
@@ -182,7 +186,7 @@ describe('route-level timeouts', () => {
       }))
     })
     const started = Date.now()
-    expect((await app.inject('/quick')).statusCode).toBe(503)
+    expect((await app.inject('/quick')).statusCode).toBe(504)
     expect(Date.now() - started).toBeLessThan(250)
     expect((await app.inject('/loose')).json().remaining).toBeLessThanOrEqual(300)
   })
@@ -199,8 +203,37 @@ describe('route-level timeouts', () => {
       await sleep(2_000, undefined, { signal: request.scope.signal })
     })
     const response = await app.inject('/')
-    expect(response.statusCode).toBe(503)
+    expect(response.statusCode).toBe(504)
     expect(deadline).toBeLessThanOrEqual(started + 50)
+  })
+
+  it("answers Fastify's own handlerTimeout with tether's status, whichever timer fires first", async () => {
+    const app = Fastify({ handlerTimeout: 40 })
+    apps.push(app)
+    await app.register(tether, { logger: false })
+    // Ignores every signal: the answer is whoever notices the deadline first.
+    app.get('/', () => new Promise(() => undefined))
+    const answers = []
+    for (let i = 0; i < 5; i++) {
+      const response = await app.inject('/')
+      answers.push({ status: response.statusCode, body: response.json().statusCode, code: response.json().code })
+    }
+    for (const answer of answers) {
+      expect(answer).toMatchObject({ status: 504, body: 504 })
+      expect(['FST_ERR_HANDLER_TIMEOUT', 'TETHER_DEADLINE_EXCEEDED']).toContain(answer.code)
+    }
+    // Fastify's timer starts before tether's hooks run: it is the one that answers.
+    expect(answers.map((answer) => answer.code)).toContain('FST_ERR_HANDLER_TIMEOUT')
+  })
+
+  it("answers Fastify's own handlerTimeout with a configured status as well", async () => {
+    const app = Fastify({ handlerTimeout: 40 })
+    apps.push(app)
+    await app.register(tether, { status: 500, logger: false })
+    app.get('/', () => new Promise(() => undefined))
+    const response = await app.inject('/')
+    expect(response.statusCode).toBe(500)
+    expect(response.json().statusCode).toBe(500)
   })
 
   it('rejects an invalid config.tether.timeout when the route is registered', async () => {
@@ -220,6 +253,9 @@ describe('options are validated when the plugin is registered', () => {
     ['a string timeout', { timeout: '5000' }, TypeError, /`timeout`.*'5000'/],
     ['a status that is not 5xx', { status: 404 }, RangeError, /`status`.*404/],
     ['a bad header name', { deadlineHeader: 'x:y' }, TypeError, /`deadlineHeader`/],
+    ['a bad trusted header', { trustHeaders: ['x:y'] }, TypeError, /`trustHeaders\[0\]`/],
+    ['trusted headers that are not a list', { trustHeaders: 'x-budget' }, TypeError, /`trustHeaders`/],
+    ['a bad propagated header', { propagateHeader: 'X-Budget' }, TypeError, /`propagateHeader`/],
     ['a negative leakAfter', { leakAfter: -5 }, RangeError, /`leakAfter`.*-5/],
     ['options that are not an object', 1, TypeError, /options object.*1/],
     ['a harden value that is neither a boolean nor options', { harden: 0 }, TypeError, /`harden`.*0/],

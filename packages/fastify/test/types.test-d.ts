@@ -24,5 +24,7 @@ describe('@tether/fastify types', () => {
 
   it('exports its options type', () => {
     expectTypeOf<TetherFastifyOptions['deadlineHeader']>().toEqualTypeOf<string | false | undefined>()
+    expectTypeOf<TetherFastifyOptions['trustHeaders']>().toEqualTypeOf<readonly string[] | false | undefined>()
+    expectTypeOf<TetherFastifyOptions['propagateHeader']>().toEqualTypeOf<string | false | undefined>()
   })
 })
