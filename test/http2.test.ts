@@ -258,6 +258,20 @@ describe('hardenServer() on an HTTP/2 server', () => {
     return `${secure ? 'https' : 'http'}://127.0.0.1:${(server.address() as AddressInfo).port}`
   }
 
+  /**
+   * A client speaking raw frames: the connection preface and an empty SETTINGS frame sent, the
+   * server's frames read and dropped (so its close is seen).
+   */
+  async function rawSession(url: string) {
+    const socket = await connect(url)
+    socket.on('error', () => undefined)
+    socket.resume()
+    const closed = new Promise((resolve) => socket.on('close', resolve))
+    socket.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+    socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    return { socket, closed }
+  }
+
   const hello = (_req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => res.end('hello')
   const slow = (_req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     setTimeout(() => res.end('slow'), 600)
@@ -299,13 +313,8 @@ describe('hardenServer() on an HTTP/2 server', () => {
   it('closes a session whose first HEADERS block never completes (HTTP/2 slowloris) within headersTimeout', async () => {
     const server = hardenServer(http2.createServer(hello), { headersTimeout: 300, checkInterval: 50 })
     const url = await listen(server)
-    const socket = await connect(url)
-    socket.on('error', () => undefined)
-    socket.resume()
+    const { socket, closed } = await rawSession(url)
     const started = Date.now()
-    const closed = new Promise((resolve) => socket.on('close', resolve))
-    socket.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
-    socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])) // SETTINGS, empty
     // HEADERS on stream 1 without END_HEADERS: the server waits for a CONTINUATION frame.
     socket.write(Buffer.from([0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]))
     // ... and trickles in as CONTINUATION frames without END_HEADERS, one every 100 ms.
@@ -323,13 +332,8 @@ describe('hardenServer() on an HTTP/2 server', () => {
   it('closes a session whose HEADERS block stops half-way and then sends nothing, within headersTimeout', async () => {
     const server = hardenServer(http2.createServer(hello), { headersTimeout: 300, checkInterval: 50 })
     const url = await listen(server)
-    const socket = await connect(url)
-    socket.on('error', () => undefined)
-    socket.resume()
+    const { socket, closed } = await rawSession(url)
     const started = Date.now()
-    const closed = new Promise((resolve) => socket.on('close', resolve))
-    socket.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
-    socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])) // SETTINGS, empty
     // HEADERS on stream 1 without END_HEADERS, then silence: the stream is half-open in nghttp2,
     // and Node has no stream object for it.
     socket.write(Buffer.from([0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]))
@@ -351,12 +355,7 @@ describe('hardenServer() on an HTTP/2 server', () => {
       checkInterval: 50,
     })
     const url = await listen(server)
-    const socket = await connect(url)
-    socket.on('error', () => undefined)
-    socket.resume()
-    const closed = new Promise((resolve) => socket.on('close', resolve))
-    socket.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
-    socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])) // SETTINGS, empty
+    const { socket, closed } = await rawSession(url)
     // A complete GET / on stream 1 (END_STREAM | END_HEADERS): :method GET, :scheme http, :path /,
     // :authority (indexed name, literal value "a").
     socket.write(Buffer.from([0, 0, 6, 1, 0x05, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41, 0x01, 0x61]))
