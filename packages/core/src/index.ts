@@ -1,3 +1,9 @@
+export {
+  type Concurrency,
+  type ConcurrencySnapshot,
+  exemptFromConcurrency,
+  routeConcurrency,
+} from './concurrency.js'
 export { trackConnections } from './connections.js'
 export { DEFAULT_DEADLINE_HEADER, formatBudget, GRPC_TIMEOUT_HEADER, parseBudget } from './deadline-header.js'
 export type { DeliveryOptions, DeliverySettings } from './delivery.js'

@@ -1,3 +1,4 @@
+import { type ConcurrencySnapshot, concurrencyLimits } from './concurrency.js'
 import { type OutboundOrigin, outboundOrigins } from './outbound.js'
 import { type Counters, counters, describeTask, inflightRequests, type LeakReport, lingering } from './registry.js'
 
@@ -29,12 +30,19 @@ export interface Snapshot {
    * a leak of Go's forgotten `resp.Body.Close()` shows here as a number.
    */
   readonly outbound: OutboundOrigin[]
+  /**
+   * The request-path concurrency limits (`tether({ concurrency })`), one per middleware or plugin
+   * that sets one, oldest first: the `limit` now (with `'auto'`, what it has learnt), handlers
+   * `active` under it, requests `queued` for a slot, requests `shed` (503 with `Retry-After`), and
+   * with `'auto'` the `baselineMs` it is measured against. Empty without `concurrency`.
+   */
+  readonly concurrency: ConcurrencySnapshot[]
 }
 
 /**
  * A snapshot of the process's request work, in the spirit of pprof's goroutine dump: the
- * requests in flight, the tasks that outlived their request, cumulative counters, and the
- * outbound connections per origin.
+ * requests in flight, the tasks that outlived their request, cumulative counters, the outbound
+ * connections per origin, and the request-path concurrency limits.
  *
  * @returns a JSON-serialisable snapshot
  *
@@ -59,5 +67,11 @@ export function inspect(): Snapshot {
   }
   const tasks: LingeringTask[] = []
   for (const task of lingering) tasks.push({ ...describeTask(task, now), leaked: task.leaked })
-  return { inflight: requests, lingering: tasks, counters: { ...counters }, outbound: outboundOrigins() }
+  return {
+    inflight: requests,
+    lingering: tasks,
+    counters: { ...counters },
+    outbound: outboundOrigins(),
+    concurrency: concurrencyLimits(),
+  }
 }
