@@ -104,12 +104,16 @@ describe('GradientLimit', () => {
     const { limit } = driver
     // Binding (requests wait), latency at the baseline: each closed window raises the limit.
     let now = driver.now
-    for (let i = 0; i < WINDOW_SAMPLES - 1; i++) limit.sample((now += 50), 10, 1, 5)
+    const at = (ms: number) => {
+      now += ms
+      return now
+    }
+    for (let i = 0; i < WINDOW_SAMPLES - 1; i++) limit.sample(at(50), 10, 1, 5)
     expect(limit.limit).toBe(MIN_LIMIT) // 200 ms, but one sample short
-    limit.sample((now += 50), 10, 1, 5)
+    limit.sample(at(50), 10, 1, 5)
     expect(limit.limit).toBeGreaterThan(MIN_LIMIT)
     const after = limit.limit
-    for (let i = 0; i < 20; i++) limit.sample((now += 1), 10, after, 5)
+    for (let i = 0; i < 20; i++) limit.sample(at(1), 10, after, 5)
     expect(limit.limit).toBe(after) // 20 samples, but not yet WINDOW_MS
   })
 
