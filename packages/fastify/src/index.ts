@@ -241,12 +241,19 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
  * with a short JSON body; whatever the handler sends, returns or throws afterwards is swallowed
  * and counted. A route tightens its deadline with `config: { tether: { timeout } }`.
  *
+ * With `concurrency`, at most that many requests run their hooks and handler at once (`'auto'`: a
+ * number tether learns from the latencies it measures), from the route's first `onRequest` hook
+ * until the response is finished or closed; the others wait inside the process, and one that
+ * cannot finish before its deadline is answered 503 with `Retry-After` at once. A route that
+ * streams or long-polls opts out with `config: { tether: { concurrency: false } }`.
+ *
  * Register it before the routes whose work it should govern.
  *
  * @example
  * ```ts
- * await app.register(tether, { timeout: 5_000 })
+ * await app.register(tether, { timeout: 5_000, concurrency: 'auto' })
  * app.get('/search', { config: { tether: { timeout: 300 } } }, async (request) => search(request.query))
+ * app.get('/events', { config: { tether: { concurrency: false } } }, sse)
  * ```
  */
 export const tether = fp(plugin, { fastify: '5.x', name: '@tether/fastify' })
