@@ -14,11 +14,12 @@
 // Each window also reads the server's CPU time per request sent, and the latency of good answers:
 // at 0.5x (no overload) they are what a variant costs when it has nothing to shed.
 //
-// Then a burst, per variant in --burst-variants: 0.5x for 1 s, 10x for 2 s, 0.5x for 3 s, with
+// Then a burst, per variant in --burst-variants: by default 0.5x for 1 s, 10x for 2 s, 0.5x for 3 s, with
 // the server tracing its concurrency limit every 50 ms; outcomes are bucketed by send time.
 //
 //   node bench/overload.mjs [--rounds 5] [--seconds 2] [--factors 0.5,2,4] [--variants a,b]
-//                           [--burst-variants a,b] [--burst-rounds 1] [--json]
+//                           [--burst-variants a,b] [--burst-rounds 1] [--burst 0.5:1000,10:2000,0.5:3000]
+//                           [--json]
 import { execFileSync } from 'node:child_process'
 import http from 'node:http'
 import { fileURLToPath } from 'node:url'
@@ -30,9 +31,14 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     seconds: { type: 'string', default: '2' },
     factors: { type: 'string', default: '0.5,2,4' },
-    variants: { type: 'string', default: 'naive,tether,tether + pool,tether + handler pool,tether auto' },
-    'burst-variants': { type: 'string', default: 'tether,tether auto' },
+    variants: {
+      type: 'string',
+      default: 'naive,tether,tether + pool,tether + handler pool,tether auto,tether concurrency 4',
+    },
+    'burst-variants': { type: 'string', default: 'tether,tether + handler pool,tether auto' },
     'burst-rounds': { type: 'string', default: '1' },
+    // factor:ms segments, comma-separated.
+    burst: { type: 'string', default: '0.5:1000,10:2000,0.5:3000' },
     json: { type: 'boolean' },
   },
 })
@@ -43,11 +49,10 @@ const variants = values.variants.split(',')
 const burstVariants = values['burst-variants'] === '' ? [] : values['burst-variants'].split(',')
 const burstRounds = Number(values['burst-rounds'])
 // The burst: what is offered (× capacity) and for how long.
-const BURST = [
-  { factor: 0.5, ms: 1000 },
-  { factor: 10, ms: 2000 },
-  { factor: 0.5, ms: 3000 },
-]
+const BURST = values.burst.split(',').map((segment) => {
+  const [factor, ms] = segment.split(':').map(Number)
+  return { factor, ms }
+})
 const BUCKET_MS = 250
 const BUDGET_MS = 200
 const GIVE_UP_MS = 250
@@ -261,8 +266,9 @@ async function burst(variant) {
       lag: traced.length === 0 ? null : Math.max(...traced.map((s) => s.lag)),
     })
   }
-  // After the burst: how long until every bucket answers all it is offered in time (≥ 90%).
-  const burstEnd = BURST[0].ms + BURST[1].ms
+  // After the burst (the last segment): how long until every bucket answers all it is offered in
+  // time (≥ 90%).
+  const burstEnd = total - (BURST.at(-1)?.ms ?? 0)
   const after = buckets.filter(({ from }) => from >= burstEnd)
   const firstGood = after.findIndex(
     (b, i) => b.offered > 0 && after.slice(i).every((later) => later.good >= 0.9 * later.offered),
@@ -272,7 +278,7 @@ async function burst(variant) {
     capacity: cap,
     buckets,
     recoveredAfterMs: firstGood < 0 ? null : firstGood * BUCKET_MS,
-    limitBefore: buckets.filter(({ from }) => from < BURST[0].ms).at(-1)?.limit ?? null,
+    limitBefore: buckets.filter(({ from }) => from < (BURST.length > 1 ? BURST[0].ms : 0)).at(-1)?.limit ?? null,
     limitEnd: buckets.at(-1)?.limit ?? null,
     limitMin: Math.min(...samples.map((s) => s.limit ?? Number.POSITIVE_INFINITY)),
   }
