@@ -47,6 +47,12 @@ export function checkConcurrency(value: unknown): Concurrency {
  * @param name - how the error message names the setting
  * @returns whether the route's requests count against the limit
  * @throws TypeError for a value that is not a boolean
+ *
+ * @example
+ * ```ts
+ * // In a Fastify onRoute hook: validated once, where the route is declared.
+ * const counted = routeConcurrency(route.config?.tether?.concurrency, `config.tether.concurrency\` of route \`${route.url}`)
+ * ```
  */
 export function routeConcurrency(value: unknown, name: string): boolean {
   if (value === undefined) return true
@@ -153,6 +159,15 @@ function release(res: SlottedResponse, finished: boolean): void {
  * request that holds no slot.
  *
  * @param res - the request's response
+ *
+ * @example
+ * ```ts
+ * // Express's unlimited() route middleware, in full:
+ * (req, res, next) => {
+ *   exemptFromConcurrency(res)
+ *   next()
+ * }
+ * ```
  */
 export function exemptFromConcurrency(res: HttpResponse): void {
   const slot = (res as SlottedResponse)[kSlot]
@@ -224,6 +239,7 @@ export class RequestLimiter {
     if (limit !== pool.concurrency) resizePool(pool, limit)
   }
 
+  /** What `inspect().concurrency` lists for this limit. */
   snapshot(): ConcurrencySnapshot {
     const baseline = this.#gradient?.baseline
     return {
