@@ -165,16 +165,15 @@ describe('tether({ concurrency })', () => {
       const running = send(`${server.url}/work?ms=300&id=running`)
       await eventually(() => server.probe.started.includes('running'), 5_000, 'the first handler to start')
       const shedBefore = inspect().counters.shed
-      const started = Date.now()
       // 150 ms of budget cannot cover the handler running now and its own run (≥ 100 ms each).
       const hopeless = await send(`${server.url}/work?ms=100&id=hopeless`, {
         headers: { 'x-request-timeout-ms': '150' },
       })
+      // Refused when it arrived, not answered at its deadline: only a shed carries Retry-After
+      // (the deadline's answer never does; see the next test), and its code says which.
       expect(hopeless.status).toBe(503)
       expect(hopeless.headers['retry-after']).toBe('1')
       expect(JSON.parse(hopeless.body)).toMatchObject({ statusCode: 503, code: 'TETHER_POOL_OVERLOADED' })
-      // At once, not at its deadline (generous: a busy machine may be slow to answer at all).
-      expect(Date.now() - started).toBeLessThan(150)
       expect((await running).status).toBe(200)
       expect(server.probe.started).not.toContain('hopeless')
       expect(server.limit()).toMatchObject({ shed: 1, active: 0, queued: 0 })
