@@ -6,7 +6,10 @@
 // The driver asks 'idle' before each window: it is answered once no handler is still running and
 // no request has arrived for a moment, so that the work a variant leaves behind (connect-timeout's
 // handlers run on after their 503; requests left in the accept queue) is not billed to the next.
-import { createPool } from '@tether/core'
+// It brackets each window with 'begin'/'end' (answered with this process's CPU time over the
+// window), and a burst with 'trace'/'untrace' (answered with what the variant's concurrency limit
+// and handlers did, every 50 ms).
+import { createPool, inspect } from '@tether/core'
 import { tether } from '@tether/express'
 import connectTimeout from 'connect-timeout'
 import express from 'express'
@@ -74,6 +77,26 @@ const variants = {
     })
     return app
   },
+  // tether's own request-path limit, learnt from latency: the handler is the tether variant's.
+  'tether auto'() {
+    const app = express()
+    app.use(tether({ timeout: BUDGET_MS, logger: false, concurrency: 'auto' }))
+    app.get('/', async (req, res) => {
+      await work(req.scope.signal)
+      res.json(ok)
+    })
+    return app
+  },
+  // The same with a fixed limit, the handler pool's size: the option, against the recipe.
+  'tether concurrency 4'() {
+    const app = express()
+    app.use(tether({ timeout: BUDGET_MS, logger: false, concurrency: 4 }))
+    app.get('/', async (req, res) => {
+      await work(req.scope.signal)
+      res.json(ok)
+    })
+    return app
+  },
   // The same, with the work behind a pool of one: no hand tuning (no maxQueue).
   'tether + pool'() {
     const app = express()
@@ -110,10 +133,14 @@ const variants = {
 }
 
 const ports = {}
+// Where each variant's concurrency limit is listed in inspect().concurrency (oldest first).
+const limitOf = {}
 for (const name of args.variants ?? Object.keys(variants)) {
   const make = variants[name]
   if (make === undefined) throw new Error(`unknown variant: ${name}`)
+  const limits = inspect().concurrency.length
   const app = make()
+  if (inspect().concurrency.length > limits) limitOf[name] = limits
   // Express's final handler prints every error it answers unless the app's env is 'test': the
   // sheds and deadlines of an overload run would flood the terminal (and cost CPU to print).
   app.set('env', 'test')
@@ -125,8 +152,43 @@ for (const name of args.variants ?? Object.keys(variants)) {
   ports[name] = server.address().port
 }
 
+let started
+let trace
 process.on('message', (message) => {
-  if (message === 'idle') {
+  if (message === 'begin') {
+    started = process.cpuUsage()
+    process.send({ begun: true })
+  } else if (message === 'end') {
+    const used = process.cpuUsage(started)
+    process.send({ cpuMicros: used.user + used.system })
+  } else if (message?.trace !== undefined) {
+    const index = limitOf[message.trace]
+    const samples = []
+    const t0 = performance.now()
+    let last = performance.now()
+    const sample = () => {
+      const limit = index === undefined ? undefined : inspect().concurrency[index]
+      const now = performance.now()
+      samples.push({
+        t: Math.round(now - t0),
+        // How late this sample's timer fired: the event loop's delay.
+        lag: Math.max(0, Math.round(now - last - 50)),
+        busy,
+        limit: limit?.limit ?? null,
+        active: limit?.active ?? null,
+        queued: limit?.queued ?? null,
+        shed: limit?.shed ?? null,
+      })
+      last = now
+    }
+    sample()
+    trace = { samples, timer: setInterval(sample, 50) }
+    process.send({ tracing: true })
+  } else if (message === 'untrace') {
+    clearInterval(trace.timer)
+    process.send({ samples: trace.samples })
+    trace = undefined
+  } else if (message === 'idle') {
     // Bounded: a handler that never ends would otherwise stall the benchmark forever.
     const giveUpAt = Date.now() + 120_000
     // Idle means no handler running and no request arriving for a while: connections a client gave

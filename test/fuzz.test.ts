@@ -428,6 +428,9 @@ const harden: Rule = optional((value) => {
   return valid
 })
 
+// The request path's limit: an integer ≥ 1, or 'auto' (no Infinity: absent means no limit).
+const concurrency: Rule = optional((value) => (value === 'auto' ? valid : count(1, false)(value)))
+
 const tetherRules: Record<string, Rule> = {
   timeout: duration(true),
   status,
@@ -438,6 +441,7 @@ const tetherRules: Record<string, Rule> = {
   captureStacks: boolean,
   logger,
   debugRoute,
+  concurrency,
 }
 
 interface Target {
@@ -647,6 +651,8 @@ const specialValues: Array<() => unknown> = [
   () => ({ keepAliveTimeout: 0 }),
   () => ({ headersTimeout: null }),
   () => ({ checkInterval: '1000' }),
+  () => 'auto',
+  () => 'AUTO',
 ]
 
 const anyValue: fc.Arbitrary<unknown> = fc.oneof(

@@ -1,3 +1,9 @@
+export {
+  type Concurrency,
+  type ConcurrencySnapshot,
+  exemptFromConcurrency,
+  routeConcurrency,
+} from './concurrency.js'
 export { onShutdown, type ShutdownNotice, trackConnections } from './connections.js'
 export {
   CONNECT_TIMEOUT_HEADER,

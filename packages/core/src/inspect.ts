@@ -1,3 +1,4 @@
+import { type ConcurrencySnapshot, concurrencyLimits } from './concurrency.js'
 import { type OutboundOrigin, outboundOrigins } from './outbound.js'
 import {
   type Counters,
@@ -43,12 +44,19 @@ export interface Snapshot {
   readonly outbound: OutboundOrigin[]
   /** The open worker pools (`createWorkerPool`): threads alive, tasks `active` and `queued`. */
   readonly workerPools: WorkerPoolState[]
+  /**
+   * The request-path concurrency limits (`tether({ concurrency })`), one per middleware or plugin
+   * that sets one, oldest first: the `limit` now (with `'auto'`, what it has learnt), handlers
+   * `active` under it, requests `queued` for a slot, requests `shed` (503 with `Retry-After`), and
+   * with `'auto'` the `baselineMs` it is measured against. Empty without `concurrency`.
+   */
+  readonly concurrency: ConcurrencySnapshot[]
 }
 
 /**
  * A snapshot of the process's request work, in the spirit of pprof's goroutine dump: the
  * requests in flight, the tasks that outlived their request, cumulative counters, the outbound
- * connections per origin, and the worker pools' threads and tasks.
+ * connections per origin, the worker pools' threads and tasks, and the request-path concurrency limits.
  *
  * @returns a JSON-serialisable snapshot
  *
@@ -79,5 +87,6 @@ export function inspect(): Snapshot {
     counters: { ...counters },
     outbound: outboundOrigins(),
     workerPools: workerPools(),
+    concurrency: concurrencyLimits(),
   }
 }

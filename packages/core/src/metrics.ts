@@ -1,4 +1,6 @@
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { ConcurrencySnapshot } from './concurrency.js'
+import { concurrencyLimits, concurrencyShed } from './concurrency.js'
 import { outboundOrigins } from './outbound.js'
 import { type Counters, counters, inflightRequests, lingeringCount, observeLingeringSettled } from './registry.js'
 import { checkOptionsObject, optional, received } from './validate.js'
@@ -117,7 +119,10 @@ const registered = new WeakMap<object, TetherMetrics>()
  * the gauges `tether_requests_in_flight`, `tether_tasks_lingering`,
  * `tether_outbound_connections{origin,state}` (state `open`, `idle` or `busy`),
  * `tether_outbound_queued{origin}` and `tether_worker_pool_threads{filename}`,
- * `tether_worker_pool_active{filename}`, `tether_worker_pool_queued{filename}`; and the histogram
+ * `tether_worker_pool_active{filename}`, `tether_worker_pool_queued{filename}`; the request-path
+ * concurrency limit (`tether({ concurrency })`, summed over the middleware and plugins that set
+ * one): the gauges `tether_concurrency_limit`, `tether_concurrency_active` and
+ * `tether_concurrency_queued`, and the counter `tether_concurrency_shed_total`; and the histogram
  * `tether_lingering_duration_seconds` of how long lingering tasks ran past their request's end.
  *
  * Registering again on the same registry returns the same metrics.
@@ -229,6 +234,41 @@ export function registerMetrics(options?: MetricsOptions): TetherMetrics {
       }),
     )
   }
+  // One limit in almost every app; several (an app and a sub-app, two servers) are summed, as the
+  // outbound pools of one origin are.
+  const concurrencyGauge = (name: string, help: string, read: (limit: ConcurrencySnapshot) => number) =>
+    new client.Gauge({
+      name: `${prefix}${name}`,
+      help,
+      registers,
+      collect() {
+        let total = 0
+        for (const limit of concurrencyLimits()) total += read(limit)
+        this.set(total)
+      },
+    })
+  metrics.push(
+    concurrencyGauge(
+      'concurrency_limit',
+      "Handlers the request path's concurrency limit lets run at once (with 'auto', what it has learnt).",
+      (limit) => limit.limit,
+    ),
+    concurrencyGauge('concurrency_active', 'Handlers running under the concurrency limit.', (limit) => limit.active),
+    concurrencyGauge(
+      'concurrency_queued',
+      'Requests waiting for a slot of the concurrency limit.',
+      (limit) => limit.queued,
+    ),
+    new client.Counter({
+      name: `${prefix}concurrency_shed_total`,
+      help: 'Requests answered 503 with Retry-After by the concurrency limit because they could not finish in time.',
+      registers,
+      collect() {
+        this.reset()
+        this.inc(concurrencyShed())
+      },
+    }),
+  )
   const histogram = new client.Histogram({
     name: `${prefix}lingering_duration_seconds`,
     help: 'How long lingering tasks ran past the end of their request, observed when they settled.',

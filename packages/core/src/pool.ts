@@ -117,6 +117,9 @@ const OUTRUN = "pool overloaded: newer callers go first, and the caller's deadli
  */
 export const neverAborted: AbortSignal = new AbortController().signal
 
+// The method behind resizePool(): module-private, so that a pool's public face stays read-only.
+const kResize = Symbol('tether.pool.resize')
+
 /**
  * A caller waiting for a slot. It sits in an intrusive list, so leaving the queue from the middle
  * on abort is O(1), and it is its own abort handler: subscribed to the caller's scope when the
@@ -163,7 +166,7 @@ class Waiting<T> implements AbortSubscriber {
 // the queue at once and never start. p-limit's queue cannot remove an entry from the middle
 // (p-queue's issues #219/#241 are the same problem), so the pool keeps its own small queue.
 class WorkerPool implements Pool {
-  readonly concurrency: number
+  #concurrency: number
   readonly maxQueue: number
   readonly #retryAfter: number
   readonly #deadlineAware: boolean
@@ -181,15 +184,25 @@ class WorkerPool implements Pool {
     deadlineAware: boolean,
     source: ShedSource = 'pool',
   ) {
-    this.concurrency = concurrency
+    this.#concurrency = concurrency
     this.maxQueue = maxQueue
     this.#retryAfter = retryAfter
     this.#deadlineAware = deadlineAware
     this.#source = source
   }
 
+  get concurrency(): number {
+    return this.#concurrency
+  }
+
   get serviceTime(): number {
     return this.#serviceTime
+  }
+
+  /** Sets the most tasks running at once; callers waiting start at once if slots opened. */
+  [kResize](concurrency: number): void {
+    this.#concurrency = concurrency
+    this.#dispatch()
   }
 
   get active(): number {
@@ -366,6 +379,11 @@ class WorkerPool implements Pool {
 
   #release(): void {
     this.#active--
+    this.#dispatch()
+  }
+
+  /** Starts waiting callers while there are free slots. */
+  #dispatch(): void {
     if (this.#head !== undefined && this.#standing()) this.#shedOutrun()
     while (this.#active < this.concurrency && this.#head !== undefined) {
       const waiting = this.#next()
@@ -504,4 +522,18 @@ export function createPool(options: PoolOptions): Pool {
   const deadlineAware =
     options.deadlineAware === undefined ? true : checkBoolean('deadlineAware', options.deadlineAware)
   return new WorkerPool(concurrency, maxQueue, retryAfter, deadlineAware)
+}
+
+/**
+ * Changes the concurrency of a pool made by {@link createPool}: the request path's adaptive limit
+ * (`tether({ concurrency: 'auto' })`) moves it as it learns. Raising it starts waiting callers at
+ * once; lowering it stops nothing that runs, and new callers wait until the running ones are
+ * fewer than the new concurrency.
+ *
+ * @param pool - a pool from {@link createPool}
+ * @param concurrency - an integer ≥ 1 (not checked: the caller computed it)
+ * @internal
+ */
+export function resizePool(pool: Pool, concurrency: number): void {
+  ;(pool as WorkerPool)[kResize](concurrency)
 }

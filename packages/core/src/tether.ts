@@ -1,3 +1,4 @@
+import { type Concurrency, checkConcurrency, RequestLimiter } from './concurrency.js'
 import { adoptConnection } from './connections.js'
 import { DEFAULT_DEADLINE_HEADER, MESH_DEADLINE_HEADERS, parseBudget } from './deadline-header.js'
 import { handlerEnded } from './delivery.js'
@@ -99,6 +100,17 @@ export interface TetherOptions {
    * @default undefined (no debug route)
    */
   readonly debugRoute?: string
+  /**
+   * How many requests may run their handlers at once: an integer ≥ 1, or `'auto'` to let tether
+   * find the number from the latencies it measures (a gradient limit, as Envoy's adaptive
+   * concurrency computes it). The others wait inside the process under the pool's overload policy:
+   * a request that cannot finish before its deadline is answered 503 with `Retry-After` at once,
+   * and while a queue stands the newest are served first. A handler holds its slot until its
+   * response is finished or closed. Routes that stream or long-poll can opt out (Express's
+   * `unlimited()`, Fastify's route `config: { tether: { concurrency: false } }`).
+   * @default undefined (no limit)
+   */
+  readonly concurrency?: number | 'auto'
 }
 
 /**
@@ -139,6 +151,7 @@ export const TETHER_OPTIONS: readonly string[] = [
   'leakAfter',
   'captureStacks',
   'logger',
+  'concurrency',
 ]
 
 const processWarnings: Logger = {
@@ -236,6 +249,19 @@ class TetheredRequest implements InflightEntry, AbortOwner {
     if (scope !== this.scope || !this.ended()) return undefined
     this.#endedAs = 'finished'
     return lazyReason(responseFinished)
+  }
+
+  /**
+   * tether refused to start the handler (shed under `concurrency`): answer the client with
+   * `answerWith`, unless the framework has handed the response to the user, and seal it.
+   */
+  refuse(answerWith: Answer): void {
+    const res = this.res
+    if (res === undefined) return
+    const { adapter } = this.tether
+    if (this.source !== undefined && adapter.owned?.(this.source) === true) return
+    abandon(res, answerWith)
+    if (this.source !== undefined) adapter.seal?.(this.source)
   }
 
   /** A task of this request outlived it: keep what a report needs before the request is dropped. */
@@ -346,6 +372,10 @@ export class Tether {
   readonly propagateHeader: string | undefined
   /** The path of the debug route, or `undefined` when there is none. */
   readonly debugRoute: string | undefined
+  /** The request-path concurrency limit (`concurrency`), or `undefined` when there is none. */
+  readonly concurrency: Concurrency | undefined
+  /** @internal */
+  readonly limiter: RequestLimiter | undefined
   /** @internal */
   readonly policy: TrackingPolicy
   /** @internal */
@@ -387,6 +417,7 @@ export class Tether {
       throw new TypeError(`\`debugRoute\` must be a path starting with /, received ${received(debugRoute)}`)
     }
     this.debugRoute = debugRoute
+    this.concurrency = options?.concurrency === undefined ? undefined : checkConcurrency(options.concurrency)
     this.timeout = timeout
     this.status = status
     this.deadlineAnswer = Object.freeze({
@@ -401,6 +432,8 @@ export class Tether {
     this.policy = Object.freeze({ leakAfter: checkDuration('leakAfter', leakAfter), captureStacks })
     this.logger = logger ?? processWarnings
     this.adapter = adapter
+    // Made last: a limit registers itself for inspect(), so only a binding that was created does.
+    this.limiter = this.concurrency === undefined ? undefined : new RequestLimiter(this.concurrency)
   }
 
   /**
@@ -458,6 +491,38 @@ export class Tether {
     // Set last: a budget of 0 aborts the scope at once, and the answer needs all of the above.
     scope[kOnAbort] = record
     return scope
+  }
+
+  /**
+   * Starts a request's handler under `concurrency`, in the request's scope: `start` runs now, once
+   * a slot is free, or never. A request that cannot finish before its deadline is answered 503 with
+   * `Retry-After` (a shed: the `shed` counter, and the limit's in `inspect().concurrency`); one
+   * whose scope ends while it waits was answered by that end. Its slot is held until its response
+   * is finished or closed. Without `concurrency`, `start` runs at once. Call it after
+   * {@link attach}, where the handler begins: the chain after Express's middleware, the hooks after
+   * Fastify's `onRequest`.
+   *
+   * @param res - the response `attach()` was given
+   * @param start - what runs the handler (Express's `next`, a Fastify hook's `done`)
+   *
+   * @example
+   * ```ts
+   * const tether = createTether({ timeout: 5_000, concurrency: 'auto' })
+   * http.createServer((req, res) => {
+   *   tether.attach(req, res)
+   *   tether.admit(res, () => handler(req, res))
+   * })
+   * ```
+   */
+  admit(res: HttpResponse, start: () => void): void {
+    const record = (res as TetheredResponse)[kRecord]
+    if (record === undefined) {
+      start()
+      return
+    }
+    const limiter = this.limiter
+    if (limiter === undefined) record.scope.run(start)
+    else limiter.admit(record.scope, res, start, record)
   }
 
   /**

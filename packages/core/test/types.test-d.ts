@@ -7,6 +7,7 @@ import {
   all,
   allSettled,
   type CanceledError,
+  type ConcurrencySnapshot,
   createPool,
   createScope,
   createScopedFetch,
@@ -118,6 +119,14 @@ describe('public types', () => {
     expectTypeOf<OutboundOrigin['queued']>().toEqualTypeOf<number>()
     // @ts-expect-error the transport options are numbers
     createScopedFetch({ connections: '8' })
+  })
+
+  it('types concurrency as a number or auto, and inspect().concurrency', () => {
+    expectTypeOf(createTether({ concurrency: 'auto' }).concurrency).toEqualTypeOf<number | 'auto' | undefined>()
+    expectTypeOf(inspect().concurrency).toEqualTypeOf<ConcurrencySnapshot[]>()
+    expectTypeOf<ConcurrencySnapshot['baselineMs']>().toEqualTypeOf<number | null>()
+    // @ts-expect-error concurrency is a number or 'auto'
+    createTether({ concurrency: 'max' })
   })
 
   it('takes node:http, node:https and node:http2 servers and requests without casts', () => {

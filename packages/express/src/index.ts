@@ -1,4 +1,12 @@
-import { createTether, inspect, routeTimeout, type Scope, type TetherAdapter, type TetherOptions } from '@tether/core'
+import {
+  createTether,
+  exemptFromConcurrency,
+  inspect,
+  routeTimeout,
+  type Scope,
+  type TetherAdapter,
+  type TetherOptions,
+} from '@tether/core'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 
 declare global {
@@ -34,8 +42,13 @@ const expressAdapter: TetherAdapter<Request> = {
  *
  * Mount it before the routes whose work it should govern.
  *
+ * With `concurrency`, at most that many requests run the rest of the chain at once (`'auto'`: a
+ * number tether learns from the latencies it measures); the others wait inside the process, and
+ * one that cannot finish before its deadline is answered 503 with `Retry-After` at once. A request
+ * holds its place from `next()` until its response is finished or closed.
+ *
  * @param options - `timeout`, `status`, `deadlineHeader`, `trustHeaders`, `propagateHeader`,
- *   `leakAfter`, `captureStacks`, `logger`, `debugRoute`
+ *   `leakAfter`, `captureStacks`, `logger`, `debugRoute`, `concurrency`
  * @throws TypeError/RangeError at once, naming the option and the value received
  *
  * @example
@@ -50,6 +63,7 @@ const expressAdapter: TetherAdapter<Request> = {
 export function tether(options?: TetherExpressOptions): RequestHandler {
   const binding = createTether(options, expressAdapter)
   const debugRoute = binding.debugRoute
+  const limited = binding.concurrency !== undefined
   let supportedApp: unknown
   return function tetherMiddleware(req: Request, res: Response, next: NextFunction): void {
     if (req.app !== supportedApp) {
@@ -66,7 +80,8 @@ export function tether(options?: TetherExpressOptions): RequestHandler {
     }
     const scope = binding.attach(req, res, req)
     req.scope = scope
-    scope.run(next)
+    if (limited) binding.admit(res, next)
+    else scope.run(next)
   }
 }
 
@@ -106,6 +121,32 @@ export function timeout(ms: number): RequestHandler {
       return
     }
     tighten(req.scope)
+    next()
+  }
+}
+
+/**
+ * Route-level middleware that exempts the route from `tether({ concurrency })`: the request gives
+ * its slot to the next waiting request as soon as the route is matched, and its latency does not
+ * move an `'auto'` limit. For routes that stream (server-sent events, downloads) or long-poll,
+ * which would otherwise hold a slot for as long as they last. Its deadline still applies.
+ *
+ * Express matches routes after application-level middleware, so under load such a request may
+ * still wait its turn once, before its route is known; it never holds a slot after.
+ *
+ * @example
+ * ```ts
+ * app.use(tether({ timeout: 5_000, concurrency: 'auto' }))
+ * app.get('/events', unlimited(), sse)
+ * ```
+ */
+export function unlimited(): RequestHandler {
+  return function tetherUnlimited(req: Request, res: Response, next: NextFunction): void {
+    if (req.scope === undefined) {
+      next(new Error('unlimited() needs the tether() middleware earlier in the chain'))
+      return
+    }
+    exemptFromConcurrency(res)
     next()
   }
 }

@@ -1,7 +1,7 @@
 import type { Scope } from '@tether/core'
 import express, { type RequestHandler } from 'express'
 import { describe, expectTypeOf, it } from 'vitest'
-import { type TetherExpressOptions, tether, timeout } from '../src/index.js'
+import { type TetherExpressOptions, tether, timeout, unlimited } from '../src/index.js'
 
 describe('@tether/express types', () => {
   it('returns Express middleware from tether() and timeout()', () => {
@@ -32,5 +32,14 @@ describe('@tether/express types', () => {
 
   it('exports its options type', () => {
     expectTypeOf<TetherExpressOptions['timeout']>().toEqualTypeOf<number | undefined>()
+    expectTypeOf<TetherExpressOptions['concurrency']>().toEqualTypeOf<number | 'auto' | undefined>()
+  })
+
+  it('takes concurrency as a number or auto, and exempts routes with unlimited()', () => {
+    expectTypeOf(tether({ concurrency: 'auto' })).toEqualTypeOf<RequestHandler>()
+    expectTypeOf(tether({ concurrency: 8 })).toEqualTypeOf<RequestHandler>()
+    expectTypeOf(unlimited()).toEqualTypeOf<RequestHandler>()
+    // @ts-expect-error concurrency is a number or 'auto'
+    tether({ concurrency: 'max' })
   })
 })

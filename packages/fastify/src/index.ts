@@ -5,6 +5,7 @@ import {
   inspect,
   resolveHardening,
   resolveShutdown,
+  routeConcurrency,
   routeTimeout,
   type Scope,
   shutdown,
@@ -31,6 +32,13 @@ declare module 'fastify' {
     tether?: {
       /** Tightens this route's deadline to `timeout` ms after the request arrived. */
       timeout?: number
+      /**
+       * `false` exempts the route from the plugin's `concurrency` limit: its requests never wait
+       * for a slot nor hold one, and their latency does not move an `'auto'` limit. For routes
+       * that stream or long-poll. Its deadline still applies.
+       * @default true
+       */
+      concurrency?: boolean
     }
   }
 }
@@ -114,6 +122,11 @@ function appendHook<T>(existing: T | T[] | undefined, hook: T): T[] {
   return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
 }
 
+function prependHook<T>(existing: T | T[] | undefined, hook: T): T[] {
+  if (existing === undefined) return [hook]
+  return Array.isArray(existing) ? [hook, ...existing] : [hook, existing]
+}
+
 // An async plugin: an invalid option rejects the registration (`register()`/`ready()`), where a
 // synchronous throw from a callback-style plugin would escape avvio and crash the process.
 const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) => {
@@ -130,6 +143,7 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
     seal: sealReply,
   }
   const binding = createTether(options, adapter)
+  const limited = binding.concurrency !== undefined
   // Fastify's own `forceCloseConnections: true` asks for every connection to go at close: no
   // grace, unless it is given.
   const forceClose = (app.initialConfig as { forceCloseConnections?: unknown }).forceCloseConnections === true
@@ -189,7 +203,7 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
   app.addHook('onRoute', (route) => {
     // handlerTimeout is in Fastify ≥ 5.8's config, not yet in its initialConfig type.
     const serverHandlerTimeout = (app.initialConfig as { handlerTimeout?: number }).handlerTimeout ?? 0
-    const config = route.config as { tether?: { timeout?: unknown } } | undefined
+    const config = route.config as { tether?: { timeout?: unknown; concurrency?: unknown } } | undefined
     // The message reads: `config.tether.timeout` of route `GET /x` must be ...
     const name = `config.tether.timeout\` of route \`${route.method} ${route.url}`
     const configured = config?.tether?.timeout
@@ -209,6 +223,21 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
         hookDone()
       })
     }
+    // The message reads: `config.tether.concurrency` of route `GET /x` must be ...
+    const counted = routeConcurrency(
+      config?.tether?.concurrency,
+      `config.tether.concurrency\` of route \`${route.method} ${route.url}`,
+    )
+    if (limited && counted) {
+      const tightenFirst = tighten
+      // The route's first onRequest hook: the handler runs from here on (the same place as after
+      // Express's middleware), before the body is read, so a request that waits holds nothing but
+      // its place. The route's deadline is set first: the wait is judged by it.
+      route.onRequest = prependHook(route.onRequest, function tetherAdmit(request, reply, hookDone) {
+        tightenFirst?.(request.scope)
+        binding.admit(reply.raw, hookDone)
+      })
+    }
     const methods = Array.isArray(route.method) ? route.method : [route.method]
     if (methods.some((method) => !BODYLESS.has(method))) {
       route.preValidation = appendHook(route.preValidation, reenterScope)
@@ -225,12 +254,19 @@ const plugin: FastifyPluginAsync<TetherFastifyOptions> = async (app, options) =>
  * `handlerTimeout`; whatever the handler sends, returns or throws afterwards is swallowed
  * and counted. A route tightens its deadline with `config: { tether: { timeout } }`.
  *
+ * With `concurrency`, at most that many requests run their hooks and handler at once (`'auto'`: a
+ * number tether learns from the latencies it measures), from the route's first `onRequest` hook
+ * until the response is finished or closed; the others wait inside the process, and one that
+ * cannot finish before its deadline is answered 503 with `Retry-After` at once. A route that
+ * streams or long-polls opts out with `config: { tether: { concurrency: false } }`.
+ *
  * Register it before the routes whose work it should govern.
  *
  * @example
  * ```ts
- * await app.register(tether, { timeout: 5_000 })
+ * await app.register(tether, { timeout: 5_000, concurrency: 'auto' })
  * app.get('/search', { config: { tether: { timeout: 300 } } }, async (request) => search(request.query))
+ * app.get('/events', { config: { tether: { concurrency: false } } }, sse)
  * ```
  */
 export const tether = fp(plugin, { fastify: '5.x', name: '@tether/fastify' })

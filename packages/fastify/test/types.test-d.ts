@@ -22,6 +22,16 @@ describe('@tether/fastify types', () => {
     app.get('/bad', { config: { tether: { timeout: 'soon' } } }, async () => 'x')
   })
 
+  it('takes concurrency, and a route opts out with config.tether.concurrency: false', async () => {
+    const app = Fastify()
+    await app.register(tether, { concurrency: 'auto' })
+    app.get('/events', { config: { tether: { concurrency: false } } }, async () => 'x')
+    // @ts-expect-error config.tether.concurrency is a boolean
+    app.get('/bad', { config: { tether: { concurrency: 'no' } } }, async () => 'x')
+    // @ts-expect-error concurrency is a number or 'auto'
+    await app.register(tether, { concurrency: 'max' })
+  })
+
   it('exports its options type', () => {
     expectTypeOf<TetherFastifyOptions['deadlineHeader']>().toEqualTypeOf<string | false | undefined>()
     expectTypeOf<TetherFastifyOptions['trustHeaders']>().toEqualTypeOf<readonly string[] | false | undefined>()
