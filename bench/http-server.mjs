@@ -3,7 +3,7 @@
 // nothing else runs beside them. The driver (bench/http.mjs) starts one per pair and brackets each
 // load window with 'begin'/'end' messages; the answer is this process's own CPU time over the
 // window (user + system, all threads).
-import { all } from '@tether/core'
+import { all, hardenServer } from '@tether/core'
 import { tether as tetherExpress } from '@tether/express'
 import { tether as tetherFastify } from '@tether/fastify'
 import connectTimeout from 'connect-timeout'
@@ -40,10 +40,13 @@ const contenders = {
   'express bare': () => expressApp('bare'),
   'express bare (2nd copy)': () => expressApp('bare'),
   'express + tether': () => expressApp('tether'),
+  // What the production guide tells users to run: the middleware and a hardened server.
+  'express + tether + hardenServer()': () => expressApp('tether'),
   'express + connect-timeout': () => expressApp('connect-timeout'),
   'fastify bare': () => fastifyApp('bare'),
   'fastify bare (2nd copy)': () => fastifyApp('bare'),
   'fastify + tether': () => fastifyApp('tether'),
+  'fastify + tether + hardenServer()': () => fastifyApp('tether'),
   'fastify + handlerTimeout': () => fastifyApp('handlerTimeout'),
   // HTTP/2 cleartext (h2c), for bench/http2.mjs.
   'fastify h2 bare': () => fastifyApp('bare', true),
@@ -58,10 +61,12 @@ for (const name of process.argv.slice(2)) {
   const app = await make()
   if (typeof app.listen === 'function' && app.server !== undefined) {
     await app.listen({ port: 0, host: '127.0.0.1' })
+    if (name.endsWith('hardenServer()')) hardenServer(app.server)
     ports[name] = app.server.address().port
   } else {
     const server = app.listen(0, '127.0.0.1')
     await new Promise((resolve) => server.once('listening', resolve))
+    if (name.endsWith('hardenServer()')) hardenServer(server)
     ports[name] = server.address().port
   }
 }

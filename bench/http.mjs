@@ -43,6 +43,18 @@ export const PAIRS = [
   { name: 'express: bare vs tether', baseline: 'express bare', candidate: 'express + tether', path: '/', target: 0.95 },
   { name: 'fastify: bare vs tether', baseline: 'fastify bare', candidate: 'fastify + tether', path: '/', target: 0.95 },
   {
+    name: 'express: bare vs tether + hardenServer()',
+    baseline: 'express bare',
+    candidate: 'express + tether + hardenServer()',
+    path: '/',
+  },
+  {
+    name: 'fastify: bare vs tether + hardenServer()',
+    baseline: 'fastify bare',
+    candidate: 'fastify + tether + hardenServer()',
+    path: '/',
+  },
+  {
     name: 'fastify: handlerTimeout vs tether',
     baseline: 'fastify + handlerTimeout',
     candidate: 'fastify + tether',

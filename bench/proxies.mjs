@@ -8,7 +8,7 @@
 // 2. The same rolling restart behind a proxy that retries 503 (nginx `proxy_next_upstream error
 //    timeout http_503`, haproxy `retry-on conn-failure empty-response 503`), with one request in
 //    ten answered by its 200 ms deadline (tether's default status): tether's defaults, and the
-//    README's recipe (`drain: 1000`).
+//    production guide's recipe (`drain: 1000`).
 // 3. Deadline answers behind a proxy that retries 503: one request in ten never answers, so its
 //    200 ms deadline does, with tether's default status or `status: 503`. Failed = a normal
 //    request that did not get its 200; "runs" = how many times the upstreams started the slow

@@ -5,7 +5,7 @@
 //   naive      server.close(), as most apps do
 //   nodrain    tether's shutdown() with its default drain (0): idle keep-alive connections closed
 //              at once
-//   tether     tether's shutdown() with { drain: 1000 }, as the README advises behind a proxy
+//   tether     tether's shutdown() with { drain: 1000 }, as the production guide advises behind a proxy
 //
 // Routes: GET / and POST / answer after 2 ms; GET /slow never answers, so its deadline does
 // (with --status, or tether's default status without it); GET /stats says how many requests this
