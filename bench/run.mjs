@@ -8,6 +8,8 @@
 //   pnpm bench -- --skip-soak
 //   pnpm bench -- --skip-overload   leave out the goodput-under-overload benchmark
 //   pnpm bench -- --report-only     rewrite BENCHMARKS.md from bench/results/latest.json
+//   pnpm bench -- --profile         only profile each adapter's request path, bare vs tether
+//                                   (bench/profile.mjs), and print where the CPU goes
 //   pnpm bench -- --proxies         also the rolling-restart and retry scenarios through nginx and
 //                                   haproxy (bench/proxies.mjs; installs them with apt-get if missing)
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -29,6 +31,7 @@ const { values } = parseArgs({
     'skip-overload': { type: 'boolean' },
     'report-only': { type: 'boolean' },
     proxies: { type: 'boolean' },
+    profile: { type: 'boolean' },
   },
 })
 
@@ -44,6 +47,11 @@ if (Number(values.node) !== major && !values['report-only']) {
     ...process.argv.slice(2),
   ]
   process.exit(spawnSync('bash', args, { stdio: 'inherit' }).status ?? 1)
+}
+
+if (values.profile) {
+  const script = fileURLToPath(new URL('profile.mjs', import.meta.url))
+  process.exit(spawnSync(process.execPath, [script], { stdio: 'inherit', cwd: root }).status ?? 1)
 }
 
 /** Runs a benchmark script and returns its JSON; on another Node line (`on`) when given. */
@@ -73,6 +81,8 @@ let outbound
 let overload
 // A small task through a worker thread vs inline, and what the lifecycle channels cost a request.
 let workers
+// What tether adds per request, counted (bench/hot-path.mjs): the same figures CI guards.
+let hotPath
 let events
 let command
 let when = new Date().toISOString().slice(0, 10)
@@ -87,6 +97,7 @@ if (values['report-only']) {
     overload,
     workers,
     events,
+    hotPath,
     command,
     when,
     cpu,
@@ -96,6 +107,7 @@ if (values['report-only']) {
   microLines = OTHER_LINES.map((line) => runJson('micro.mjs', ['--rounds', quick ? '5' : '15'], line))
   workers = runJson('worker-pool.mjs', ['--rounds', quick ? '7' : '15'])
   events = runJson('diagnostics.mjs', ['--rounds', quick ? '7' : '15'])
+  hotPath = runJson('hot-path.mjs', [])
   httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
   // HTTP/2 (Fastify with http2: true, loaded by h2load or bench/h2-load.mjs): rows of the same table.
   const h2 = runJson('http2.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
@@ -110,7 +122,7 @@ if (values['report-only']) {
   writeFileSync(
     resultsFile,
     JSON.stringify(
-      { micro, microLines, http: httpResults, soak, outbound, overload, workers, events, command, when, cpu },
+      { micro, microLines, http: httpResults, soak, outbound, overload, workers, events, hotPath, command, when, cpu },
       null,
       2,
     ),
@@ -207,7 +219,23 @@ more than the baseline**.
 | comparison | route | baseline CPU/req | candidate CPU/req | ratio | target | req/s baseline / candidate (ratio) |
 | --- | --- | --- | --- | --- | --- | --- |
 ${httpTable.join('\n')}
+${
+  hotPath === undefined
+    ? ''
+    : `
+### What tether adds per request, counted
 
+Counted rather than timed (\`bench/hot-path.mjs\`; \`test/hot-path.test.ts\` fails in CI when a change
+goes over these): each bare app and the same app with tether in one process, one keep-alive client,
+500 requests; the difference per request.
+
+| pair | listeners | async resources | AbortControllers | timer calls |
+| --- | --- | --- | --- | --- |
+${Object.entries(hotPath)
+  .map(([name, row]) => `| ${name} | ${row.listeners} | ${row.async} | ${row.controllers} | ${row.timers} |`)
+  .join('\n')}
+`
+}
 ## Primitives
 
 Ratio = candidate time ÷ baseline time: **lower is faster**. Medians of ${micro.rounds} interleaved rounds.
