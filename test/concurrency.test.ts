@@ -347,8 +347,9 @@ describe("tether({ concurrency: 'auto' }) on a real server", () => {
     const server = app.listen(0, '127.0.0.1')
     await new Promise((resolve) => server.once('listening', resolve))
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
-    const mine = inspect().concurrency.length - 1
-    const limit = () => (inspect().concurrency[mine] as ConcurrencySnapshot).limit
+    // The newest limit is this app's: listed last. (Not by index: the limits of apps earlier tests
+    // made leave the list once collected, which shifts the indices under a busy garbage collector.)
+    const limit = () => (inspect().concurrency.at(-1) as ConcurrencySnapshot).limit
     const CLIENTS = 40
     const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS })
     let stop = false
