@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createTether, hardenServer, inspect, shutdown } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
-import { trackStreamsOneByOne } from '../packages/core/src/transport.js'
+import { trackStreamsOneByOne } from '../packages/core/src/server/transport.js'
 import { connect, eventually } from './support/http.js'
 import {
   destroyClients,

@@ -1,9 +1,11 @@
 import type { Agent, Dispatcher } from 'undici'
-import { shedChannel } from './diagnostics.js'
-import { CanceledError, PoolOverloadedError, withoutStack } from './errors.js'
-import { counters } from './registry.js'
 import {
   type AbortSubscriber,
+  CanceledError,
+  checkCount,
+  checkRetryAfter,
+  checkTimeout,
+  counters,
   currentScope,
   deadlineExceeded,
   kIsAborted,
@@ -13,11 +15,14 @@ import {
   kSiblingPrev,
   kSubscribe,
   kUnsubscribe,
+  optional,
+  PoolOverloadedError,
   reasonValue,
   requestScopeOf,
   type Scope,
-} from './scope.js'
-import { checkCount, checkRetryAfter, checkTimeout, optional } from './validate.js'
+  shedChannel,
+  withoutStack,
+} from '../primitives/index.js'
 
 /**
  * The outbound side: a connection pool per origin that tether configures (undici's `Agent`), with

@@ -1,11 +1,16 @@
-import { isPoolOverloaded, type PoolOverloadedError } from './errors.js'
+import {
+  createPool,
+  isPoolOverloaded,
+  kIsAborted,
+  type Pool,
+  type PoolOverloadedError,
+  received,
+  resizePool,
+  type Scope,
+  shared,
+} from '../primitives/index.js'
+import type { Answer, HttpResponse } from '../server/index.js'
 import { GradientLimit, MIN_LIMIT } from './limit.js'
-import { createPool, type Pool, resizePool } from './pool.js'
-import type { Answer } from './response.js'
-import { kIsAborted, type Scope } from './scope.js'
-import { shared } from './shared.js'
-import type { HttpResponse } from './transport.js'
-import { received } from './validate.js'
 
 /**
  * The request path's concurrency limit (`tether({ concurrency })`): at most `limit` requests run

@@ -1,9 +1,8 @@
 import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { checkDuration, counters, optional, received } from '../primitives/index.js'
 import { connectionPhase, everyCheckInterval, trackServer } from './connections.js'
-import { counters } from './registry.js'
 import type { HttpResponse } from './transport.js'
-import { checkDuration, optional, received } from './validate.js'
 
 /**
  * The write side of a hardened server: Go's `WriteTimeout` and Kestrel's `MinResponseDataRate`.

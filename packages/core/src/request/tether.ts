@@ -1,33 +1,45 @@
-import { type Concurrency, checkConcurrency, RequestLimiter } from './concurrency.js'
-import { adoptConnection } from './connections.js'
-import { DEFAULT_DEADLINE_HEADER, MESH_DEADLINE_HEADERS, parseBudget } from './deadline-header.js'
-import { handlerEnded } from './delivery.js'
-import { type RequestEndReason, requestEndChannel, requestStartChannel } from './diagnostics.js'
-import { CanceledError, DEFAULT_DEADLINE_STATUS, isShutdown } from './errors.js'
-import {
-  addInflight,
-  counters,
-  type InflightEntry,
-  type Logger,
-  removeInflight,
-  type TrackingPolicy,
-} from './registry.js'
-import { type Answer, abandon, SHUTTING_DOWN } from './response.js'
 import {
   type AbortOwner,
+  addInflight,
+  CanceledError,
+  checkBoolean,
+  checkDuration,
+  checkHeaderName,
+  checkOptionsObject,
+  checkTimeout,
+  counters,
+  DEFAULT_DEADLINE_STATUS,
+  type InflightEntry,
   isDeadlineReason,
+  isShutdown,
   kAbort,
   kIsAborted,
   kOnAbort,
   kRequest,
   kScopeAborted,
   kTighten,
+  type Logger,
   lazyReason,
   reasonValue,
+  received,
+  removeInflight,
   Scope,
-} from './scope.js'
-import { type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
-import { checkBoolean, checkDuration, checkHeaderName, checkOptionsObject, checkTimeout, received } from './validate.js'
+  type TrackingPolicy,
+} from '../primitives/index.js'
+import {
+  type Answer,
+  abandon,
+  adoptConnection,
+  type HttpRequest,
+  type HttpResponse,
+  type HttpServer,
+  handlerEnded,
+  SHUTTING_DOWN,
+  streamOf,
+} from '../server/index.js'
+import { type Concurrency, checkConcurrency, RequestLimiter } from './concurrency.js'
+import { DEFAULT_DEADLINE_HEADER, MESH_DEADLINE_HEADERS, parseBudget } from './deadline-header.js'
+import { type RequestEndReason, requestEndChannel, requestStartChannel } from './request-diagnostics.js'
 
 /** Options shared by {@link createTether} and both adapters. All optional. */
 export interface TetherOptions {

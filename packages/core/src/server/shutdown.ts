@@ -1,12 +1,19 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
+import {
+  checkDuration,
+  checkOptionsObject,
+  counters,
+  inflightRequests,
+  kAbort,
+  ShutdownError,
+  withoutStack,
+} from '../primitives/index.js'
 import { connectionPhase, notifyShutdown, type ServerState, trackServer } from './connections.js'
-import { ShutdownError, withoutStack } from './errors.js'
-import { counters, inflightRequests } from './registry.js'
 import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
-import { kAbort } from './scope.js'
 import {
   abandonStreams,
+  checkServer,
   destroySessions,
   drainSessions,
   type HttpRequest,
@@ -15,7 +22,6 @@ import {
   type SessionDrain,
   streamOf,
 } from './transport.js'
-import { checkDuration, checkOptionsObject, checkServer } from './validate.js'
 
 /** Options of {@link shutdown}. */
 export interface ShutdownOptions {

@@ -1,5 +1,5 @@
 import { type ServerResponse, STATUS_CODES } from 'node:http'
-import { counters } from './registry.js'
+import { counters } from '../primitives/index.js'
 import { cutResponse, type HttpResponse, sendAnswer } from './transport.js'
 
 /** What tether answers a request it gives up on with. @internal */

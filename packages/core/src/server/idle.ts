@@ -1,8 +1,7 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
+import { checkCount, counters } from '../primitives/index.js'
 import { connectionPhase, everyCheckInterval, trackServer } from './connections.js'
-import { counters } from './registry.js'
-import { checkCount } from './validate.js'
 
 /**
  * A bound on the number of idle keep-alive connections a server holds. `keepAliveTimeout` must

@@ -3,10 +3,18 @@ import { availableParallelism } from 'node:os'
 import { isAbsolute } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type PiscinaPool from 'piscina'
-import { neverAborted, type Pool, poolFor } from './pool.js'
-import { counters } from './registry.js'
-import { shared } from './shared.js'
-import { checkBoolean, checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
+import {
+  checkBoolean,
+  checkCount,
+  checkOptionsObject,
+  checkSignal,
+  counters,
+  neverAborted,
+  type Pool,
+  poolFor,
+  received,
+  shared,
+} from '../primitives/index.js'
 
 /** Options of {@link createWorkerPool}. Only `filename` is required. */
 export interface WorkerPoolOptions {

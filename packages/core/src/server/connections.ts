@@ -1,7 +1,9 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
+import { checkFunction } from '../primitives/index.js'
 import {
   adoptStream,
+  checkServer,
   type HttpRequest,
   type HttpResponse,
   type HttpServer,
@@ -12,7 +14,6 @@ import {
   streamOf,
   trackSessions,
 } from './transport.js'
-import { checkFunction, checkServer } from './validate.js'
 
 /**
  * The connections of a server, as shutdown needs to see them. Node keeps its own list but shows it

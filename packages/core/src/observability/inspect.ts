@@ -1,5 +1,4 @@
-import { type ConcurrencySnapshot, concurrencyLimits } from './concurrency.js'
-import { type OutboundOrigin, outboundOrigins } from './outbound.js'
+import { type OutboundOrigin, outboundOrigins } from '../outbound/index.js'
 import {
   type Counters,
   counters,
@@ -7,8 +6,9 @@ import {
   inflightRequests,
   type LeakReport,
   listedLingering,
-} from './registry.js'
-import { type WorkerPoolState, workerPools } from './worker-pool.js'
+} from '../primitives/index.js'
+import { type ConcurrencySnapshot, concurrencyLimits } from '../request/index.js'
+import { type WorkerPoolState, workerPools } from '../workers/index.js'
 
 /** A request in progress, as listed by {@link inspect}. */
 export interface InflightRequest {

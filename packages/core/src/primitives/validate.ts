@@ -1,4 +1,3 @@
-import { Server as NetServer } from 'node:net'
 import { inspect } from 'node:util'
 
 /** Shows a received value the way an error message should: strings quoted, objects shallow. */
@@ -175,21 +174,4 @@ export function checkFunction(name: string, value: unknown): void {
   if (typeof value !== 'function') {
     throw new TypeError(`\`${name}\` must be a function, received ${received(value)}`)
   }
-}
-
-/**
- * A Node server (`node:http`, `node:https`, `node:http2`: all are `net.Server`s). The usual mistake
- * is passing the framework's app instead of its server, which has some of a server's methods and
- * would otherwise fail later with `server.on is not a function`, or not at all.
- */
-export function checkServer(where: string, value: unknown): void {
-  if (value instanceof NetServer) return
-  const app = value as { listen?: unknown; server?: unknown } | null | undefined
-  let hint = 'a Node server (http, https or http2)'
-  if (typeof value === 'function' && typeof app?.listen === 'function') {
-    hint = 'the server that app.listen() returns, not the Express app'
-  } else if (typeof value === 'object' && app?.server instanceof NetServer) {
-    hint = 'app.server, not the Fastify instance'
-  }
-  throw new TypeError(`${where} expects ${hint}, received ${received(value)}`)
 }

@@ -1,4 +1,19 @@
-import { DEFAULT_DEADLINE_HEADER, formatBudget } from './deadline-header.js'
+import {
+  checkDuration,
+  checkFunction,
+  checkHeaderName,
+  checkOptionsObject,
+  currentScope,
+  deadlineExceeded,
+  kIsAborted,
+  kReason,
+  kRequest,
+  optional,
+  reasonValue,
+  received,
+  type Scope,
+} from '../primitives/index.js'
+import { DEFAULT_DEADLINE_HEADER, formatBudget } from '../request/index.js'
 import {
   createOutbound,
   loadUndici,
@@ -6,8 +21,6 @@ import {
   type OutboundOptions,
   resolveOutbound,
 } from './outbound.js'
-import { currentScope, deadlineExceeded, kIsAborted, kReason, kRequest, reasonValue, type Scope } from './scope.js'
-import { checkDuration, checkFunction, checkHeaderName, checkOptionsObject, optional, received } from './validate.js'
 
 /**
  * Options of {@link createScopedFetch}. All optional. The transport options (`connections`,

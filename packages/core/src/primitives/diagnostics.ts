@@ -2,7 +2,6 @@ import diagnostics from 'node:diagnostics_channel'
 import type { PoolOverloadedError } from './errors.js'
 import type { LeakReport } from './registry.js'
 import type { Scope } from './scope.js'
-import type { HttpRequest, HttpResponse } from './transport.js'
 
 /**
  * Lifecycle events on `node:diagnostics_channel`, the convention Node's http, undici and Fastify
@@ -13,69 +12,16 @@ import type { HttpRequest, HttpResponse } from './transport.js'
  * are process-wide by name, so two copies of this package publish on the same channels.
  *
  * The leak channel (`tether:leak`) predates the others and lives with the leak report in
- * registry.ts.
+ * registry.ts. The request's own channels (start, end) belong to the request layer:
+ * request/request-diagnostics.ts.
  */
 
-/** A request's scope was created (the adapter attached it): {@link RequestStartMessage}. */
-export const REQUEST_START_CHANNEL = 'tether:request:start'
-/**
- * A request's scope ended, with why: {@link RequestEndMessage}.
- *
- * @example
- * ```ts
- * import diagnostics from 'node:diagnostics_channel'
- * diagnostics.subscribe(REQUEST_END_CHANNEL, (message) => {
- *   const { route, reason, durationMs } = message as RequestEndMessage
- *   if (reason === 'deadline') log.warn({ route, durationMs }, 'deadline missed')
- * })
- * ```
- */
-export const REQUEST_END_CHANNEL = 'tether:request:end'
 /** A scope's own deadline passed (a request's, a route's, a child scope's): {@link DeadlineMessage}. */
 export const DEADLINE_CHANNEL = 'tether:deadline'
 /** A pool, a worker pool or an outbound queue refused a call: {@link ShedMessage}. */
 export const SHED_CHANNEL = 'tether:shed'
 /** A task was still pending once its request's end had propagated: {@link TaskMessage}. */
 export const LINGERING_CHANNEL = 'tether:task:lingering'
-
-/**
- * Why a request's scope ended:
- * - `finished`: the handler ended the response (normal completion; a deadline passing while the
- *   answer is still being delivered is a finished request too);
- * - `deadline`: its deadline passed first (`DeadlineExceededError`);
- * - `hang-up`: the client closed the connection, or reset the HTTP/2 stream, before the response
- *   was finished (`CanceledError`): a cancellation, not a server error;
- * - `shutdown`: the shutdown grace period ran out (`ShutdownError`);
- * - `canceled`: the application cancelled the scope itself (`scope.cancel()`).
- */
-export type RequestEndReason = 'finished' | 'deadline' | 'hang-up' | 'shutdown' | 'canceled'
-
-/** Published on {@link REQUEST_START_CHANNEL}, synchronously, in the request's async context. */
-export interface RequestStartMessage {
-  /** The request's scope: the key to correlate this request's other events with. */
-  readonly scope: Scope
-  readonly method: string
-  /** The request's deadline, epoch ms, or `undefined` without one. */
-  readonly deadline: number | undefined
-  /** Node's request object (`http.IncomingMessage` or `http2.Http2ServerRequest`). */
-  readonly request: HttpRequest
-  /** Node's response object. */
-  readonly response: HttpResponse
-}
-
-/** Published on {@link REQUEST_END_CHANNEL} once per request, when its scope ends. */
-export interface RequestEndMessage {
-  /** The request's scope, the one {@link RequestStartMessage} carried. */
-  readonly scope: Scope
-  readonly method: string
-  /** The route pattern (`/users/:id`), or `null` when the framework matched none. */
-  readonly route: string | null
-  readonly reason: RequestEndReason
-  /** The scope's abort reason (`DeadlineExceededError`, `CanceledError`, ...); `undefined` when `finished`. */
-  readonly error: unknown
-  /** Milliseconds from the request's arrival to the end of its scope. */
-  readonly durationMs: number
-}
 
 /** Published on {@link DEADLINE_CHANNEL} when a scope's own deadline timer fires. */
 export interface DeadlineMessage {
@@ -112,10 +58,6 @@ export interface TaskMessage extends LeakReport {
   readonly requestScope: Scope | undefined
 }
 
-/** @internal */
-export const requestStartChannel = diagnostics.channel(REQUEST_START_CHANNEL)
-/** @internal */
-export const requestEndChannel = diagnostics.channel(REQUEST_END_CHANNEL)
 /** @internal */
 export const deadlineChannel = diagnostics.channel(DEADLINE_CHANNEL)
 /** @internal */

@@ -8,8 +8,8 @@ import {
   type Http2Session,
   type ServerHttp2Stream,
 } from 'node:http2'
-import type { Socket } from 'node:net'
-import { counters } from './registry.js'
+import { Server as NetServer, type Socket } from 'node:net'
+import { counters, received } from '../primitives/index.js'
 
 /**
  * What differs between HTTP/1.1 and HTTP/2, in one place: the rest of the core (shutdown,
@@ -488,4 +488,21 @@ function evictIdle(state: SessionState, count: number): void {
     counters.idleEvicted++
     closeSession(session)
   }
+}
+
+/**
+ * A Node server (`node:http`, `node:https`, `node:http2`: all are `net.Server`s). The usual mistake
+ * is passing the framework's app instead of its server, which has some of a server's methods and
+ * would otherwise fail later with `server.on is not a function`, or not at all.
+ */
+export function checkServer(where: string, value: unknown): void {
+  if (value instanceof NetServer) return
+  const app = value as { listen?: unknown; server?: unknown } | null | undefined
+  let hint = 'a Node server (http, https or http2)'
+  if (typeof value === 'function' && typeof app?.listen === 'function') {
+    hint = 'the server that app.listen() returns, not the Express app'
+  } else if (typeof value === 'object' && app?.server instanceof NetServer) {
+    hint = 'app.server, not the Fastify instance'
+  }
+  throw new TypeError(`${where} expects ${hint}, received ${received(value)}`)
 }

@@ -1,17 +1,9 @@
 import type { Server } from 'node:http'
+import { checkCount, checkDuration, checkOptionsObject, checkTimeout, optional, received } from '../primitives/index.js'
 import { trackServer } from './connections.js'
 import { type DeliveryOptions, type DeliverySettings, resolveDelivery, watchDelivery } from './delivery.js'
 import { resolveMaxIdle, watchIdle } from './idle.js'
-import { type HttpServer, hardenSessions, isHttp2Server } from './transport.js'
-import {
-  checkCount,
-  checkDuration,
-  checkOptionsObject,
-  checkServer,
-  checkTimeout,
-  optional,
-  received,
-} from './validate.js'
+import { checkServer, type HttpServer, hardenSessions, isHttp2Server } from './transport.js'
 
 /**
  * Options of {@link hardenServer}. All optional; each is in milliseconds, but `minResponseRate`

@@ -1,10 +1,18 @@
 import type { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { ConcurrencySnapshot } from './concurrency.js'
-import { concurrencyLimits, concurrencyShed } from './concurrency.js'
-import { outboundOrigins } from './outbound.js'
-import { type Counters, counters, inflightRequests, lingeringCount, observeLingeringSettled } from './registry.js'
-import { checkOptionsObject, optional, received } from './validate.js'
-import { workerPools } from './worker-pool.js'
+import { outboundOrigins } from '../outbound/index.js'
+import {
+  type Counters,
+  checkOptionsObject,
+  counters,
+  inflightRequests,
+  lingeringCount,
+  observeLingeringSettled,
+  optional,
+  received,
+} from '../primitives/index.js'
+import type { ConcurrencySnapshot } from '../request/index.js'
+import { concurrencyLimits, concurrencyShed } from '../request/index.js'
+import { workerPools } from '../workers/index.js'
 
 /**
  * What tether needs of a prom-client `Registry`. Declared here rather than imported, so that the

@@ -1,0 +1,5 @@
+export * from './concurrency.js'
+export * from './deadline-header.js'
+export * from './limit.js'
+export * from './request-diagnostics.js'
+export * from './tether.js'

@@ -1,0 +1,7 @@
+export * from './connections.js'
+export * from './delivery.js'
+export * from './harden.js'
+export * from './idle.js'
+export * from './response.js'
+export * from './shutdown.js'
+export * from './transport.js'
