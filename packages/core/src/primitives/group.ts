@@ -1,21 +1,19 @@
+import { currentScope, runInScope } from './create-scope.js'
 import { CanceledError } from './errors.js'
+import { lazyReason, reasonValue } from './lazy-reason.js'
 import type { TrackedTask } from './registry.js'
+import { Scope } from './scope.js'
 import {
   type AbortOwner,
-  currentScope,
   kAbort,
   kHoldTasks,
   kOnAbort,
   kScopeAborted,
   kStartSite,
   kTrack,
-  lazyReason,
-  reasonValue,
-  runInScope,
-  Scope,
   scopeForSignal,
   untrack,
-} from './scope.js'
+} from './scope-protocol.js'
 import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
 
 const GROUP_OPTIONS = ['signal', 'limit']

@@ -1,10 +1,11 @@
+import { currentScope } from './create-scope.js'
 import { type ShedSource, shedChannel } from './diagnostics.js'
 import { PoolOverloadedError, withoutStack } from './errors.js'
 import { isThenable, type Task } from './group.js'
 import { counters, type TrackedTask } from './registry.js'
+import type { Scope } from './scope.js'
 import {
   type AbortSubscriber,
-  currentScope,
   kScopeAborted,
   kSiblingNext,
   kSiblingPrev,
@@ -12,10 +13,9 @@ import {
   kTrack,
   kUnsubscribe,
   requestScopeOf,
-  type Scope,
   scopeForSignal,
   untrack,
-} from './scope.js'
+} from './scope-protocol.js'
 import { checkBoolean, checkCount, checkOptionsObject, checkRetryAfter, checkSignal, received } from './validate.js'
 
 /** Options of {@link createPool}. */

@@ -1,188 +1,32 @@
-import { AsyncLocalStorage } from 'node:async_hooks'
-import { type DeadlineMessage, deadlineChannel } from './diagnostics.js'
-import { CanceledError, DeadlineExceededError, withoutStack } from './errors.js'
+import { readScopeOptions, type ScopeOptions, storage } from './create-scope.js'
+import { deadlineChannel } from './diagnostics.js'
+import { LazyReason, makeCanceled, makeDeadlineExceeded, reasonValue } from './lazy-reason.js'
+import { defaultPolicy, type RequestInfo, scopeEnded, type TaskKind, TrackedTask } from './registry.js'
 import {
-  defaultPolicy,
-  type RequestInfo,
-  scopeEnded,
-  type TaskKind,
-  TrackedTask,
-  type TrackingPolicy,
-  taskSettled,
-} from './registry.js'
-import { shared } from './shared.js'
+  type AbortOwner,
+  type AbortSubscriber,
+  deadlineMessage,
+  kAbort,
+  kHoldTasks,
+  kIsAborted,
+  kOnAbort,
+  kReason,
+  kRequest,
+  kScopeAborted,
+  kScopeOfSignal,
+  kSiblingNext,
+  kSiblingPrev,
+  kStartSite,
+  kSubscribe,
+  kTighten,
+  kTrack,
+  kUnsubscribe,
+  kUntrack,
+  type TaggedSignal,
+  untrack,
+} from './scope-protocol.js'
+import { captureStack } from './start-site.js'
 import { cancelTimer, kDue, kExpire, kList, kNext, kPrev, startTimer, type Timed, type TimerList } from './timers.js'
-import { checkDuration, checkOptionsObject, checkSignal, checkTimestamp } from './validate.js'
-
-/** Options of {@link createScope} and {@link Scope.child}. All optional. */
-export interface ScopeOptions {
-  /**
-   * Milliseconds from now until the deadline. A finite number ≥ 0.
-   * @default undefined (no deadline of its own)
-   */
-  readonly timeout?: number
-  /**
-   * Absolute deadline, epoch milliseconds. With `timeout` too, the earlier one wins.
-   * @default undefined
-   */
-  readonly deadline?: number
-  /**
-   * A parent signal: when it aborts, the scope aborts with the same reason. A signal that is
-   * already aborted aborts the scope at once.
-   * @default undefined
-   */
-  readonly signal?: AbortSignal
-}
-
-const SCOPE_OPTIONS = ['timeout', 'deadline', 'signal']
-
-// One storage for the whole process, holding the scope only (never req/res), entered with run().
-// Shared by every copy of the package, so an app's copy sees the scope an adapter's copy entered.
-const storage = shared('tether.storage', () => new AsyncLocalStorage<Scope>())
-
-// Tags a scope's signal with its scope, so that a scope's own signal passed back to us as a
-// `signal` option is followed through a direct parent→child link rather than an abort listener.
-// A symbol property costs a few ns; a WeakMap entry per signal cost ~140 ns on Node 24.
-const kScopeOfSignal = Symbol.for('tether.scopeOfSignal')
-type TaggedSignal = AbortSignal & { [kScopeOfSignal]?: Scope }
-
-/**
- * An abort reason made only when someone looks at it. Requests end by the million with a
- * `CanceledError` nobody reads; building each one would cost more than the rest of the request.
- */
-const kLazyReason = Symbol.for('tether.lazyReason')
-
-class LazyReason {
-  // A brand rather than instanceof: a reason made by another copy of the package is lazy too.
-  readonly [kLazyReason] = true
-  #value: unknown
-  #made = false
-  constructor(
-    readonly make: (status?: number) => unknown,
-    readonly isDeadline = false,
-    /** For a deadline: the status of the request the scope belongs to, if it has one. */
-    readonly status: number | undefined = undefined,
-  ) {}
-  get value(): unknown {
-    if (!this.#made) {
-      this.#value = this.status === undefined ? withoutStack(this.make) : withoutStack(() => this.make(this.status))
-      this.#made = true
-    }
-    return this.#value
-  }
-}
-
-const makeCanceled = () => new CanceledError()
-const makeDeadlineExceeded = (status?: number) =>
-  new DeadlineExceededError(undefined, status === undefined ? undefined : { statusCode: status })
-
-/**
- * A `DeadlineExceededError` for work of `scope` (without a stack: these are made on hot paths),
- * whose `statusCode` is the `status` of the request the scope belongs to. Whichever timer notices
- * a missed deadline first (the request's, an outbound call's, a queue's), an error that escapes
- * the handler is then answered with the status tether's own answer would have had.
- *
- * @internal
- */
-export function deadlineExceeded(scope: Scope | undefined, message: string, cause?: unknown): DeadlineExceededError {
-  const statusCode = scope?.[kRequest]?.deadlineStatus
-  // An absent cause stays absent (`'cause' in error` is false), as with the standard option.
-  const options = cause === undefined ? { statusCode } : { cause, statusCode }
-  return withoutStack(() => new DeadlineExceededError(message, options))
-}
-
-/**
- * Reads a reason that may still be lazy.
- *
- * @internal
- */
-export function reasonValue(reason: unknown): unknown {
-  return isLazy(reason) ? reason.value : reason
-}
-
-function isLazy(reason: unknown): reason is LazyReason {
-  return typeof reason === 'object' && reason !== null && (reason as LazyReason)[kLazyReason] === true
-}
-
-/**
- * Whether an abort reason is a passed deadline, without building it.
- *
- * @internal
- */
-export function isDeadlineReason(reason: unknown): boolean {
-  if (isLazy(reason)) return reason.isDeadline
-  return (
-    typeof reason === 'object' && reason !== null && (reason as { code?: unknown }).code === 'TETHER_DEADLINE_EXCEEDED'
-  )
-}
-
-/**
- * An abort reason for one scope (and the children it reaches), built the first time someone reads
- * it. For the reasons every request ends with ("response finished"): most are never read, so the
- * error is never built; one that is read is the scope's own, an ordinary extensible error. It is
- * never shared or frozen, because consumers decorate the reason they receive (undici's `fetch`
- * defines `stack` on it, and throws a TypeError on an object that is not extensible).
- *
- * @internal
- */
-export function lazyReason(make: () => object): unknown {
-  return new LazyReason(make)
-}
-
-/** @internal Symbol-keyed members used by the rest of the package (group, pool, request binding). */
-export const kTrack = Symbol.for('tether.scope.track')
-/** @internal */
-export const kUntrack = Symbol.for('tether.scope.untrack')
-/** @internal */
-export const kTighten = Symbol.for('tether.scope.tighten')
-/** @internal */
-export const kAbort = Symbol.for('tether.scope.abort')
-/** @internal */
-export const kRequest = Symbol.for('tether.scope.request')
-/** @internal */
-export const kIsAborted = Symbol.for('tether.scope.aborted')
-/** @internal */
-export const kReason = Symbol.for('tether.scope.reason')
-/** @internal */
-export const kStartSite = Symbol.for('tether.scope.startSite')
-/** @internal */
-export const kOnAbort = Symbol.for('tether.scope.onAbort')
-/**
- * @internal While set, an aborted scope keeps its tasks instead of making them linger: a task group
- * aborted by a failing task is still waiting for its tasks, and what they started is not late yet.
- * Clearing it on an aborted scope makes the tasks still pending linger then.
- */
-export const kHoldTasks = Symbol.for('tether.scope.holdTasks')
-
-/** @internal The method an {@link AbortSubscriber} is called through. */
-export const kScopeAborted = Symbol.for('tether.scope.aborted.notify')
-
-/** @internal Links of an {@link AbortSubscriber} in its scope's list. */
-export const kSiblingPrev = Symbol.for('tether.scope.siblingPrev')
-/** @internal */
-export const kSiblingNext = Symbol.for('tether.scope.siblingNext')
-
-/**
- * Told when a scope aborts: a child scope, a task group, a queued pool call. Subscribers sit in an
- * intrusive list in the scope (they carry the links), so subscribing allocates nothing, leaving is
- * O(1), and many queued pool calls of one request do not pile abort listeners on its signal.
- *
- * @internal
- */
-export interface AbortSubscriber extends AbortOwner {
-  [kSiblingPrev]: AbortSubscriber | undefined
-  [kSiblingNext]: AbortSubscriber | undefined
-}
-
-/** What a scope notifies when it aborts: its subscribers, and its owner (see `kOnAbort`). @internal */
-export interface AbortOwner {
-  [kScopeAborted](reason: unknown): void
-}
-
-/** @internal */
-export const kSubscribe = Symbol.for('tether.scope.subscribe')
-/** @internal */
-export const kUnsubscribe = Symbol.for('tether.scope.unsubscribe')
 
 /**
  * The lifetime of one piece of work, usually a request: a deadline, an `AbortSignal` that aborts
@@ -355,11 +199,6 @@ export class Scope implements Timed, AbortSubscriber {
     return this.#reason
   }
 
-  /** How this scope's tasks are tracked: its request's policy, or the default. */
-  get #policy(): TrackingPolicy {
-    return this.#request?.policy ?? defaultPolicy
-  }
-
   /** @internal The request this scope belongs to, if any. */
   get [kRequest](): RequestInfo | undefined {
     return this.#request
@@ -392,7 +231,7 @@ export class Scope implements Timed, AbortSubscriber {
   [kTrack](kind: TaskKind, startedAt = Date.now(), stack = this[kStartSite]()): TrackedTask {
     const task = new TrackedTask(kind, startedAt, stack)
     if (this.#aborted && !this.#holdTasks) {
-      scopeEnded(task, this.#request, this.#policy, Date.now())
+      scopeEnded(task, this.#request, this.#request?.policy ?? defaultPolicy, Date.now())
       return task
     }
     task.owner = this
@@ -443,7 +282,7 @@ export class Scope implements Timed, AbortSubscriber {
    * Stack capture is opt-in: it is the one expensive thing tracking can do.
    */
   [kStartSite](): string | undefined {
-    return this.#policy.captureStacks ? captureStack() : undefined
+    return (this.#request?.policy ?? defaultPolicy).captureStacks ? captureStack() : undefined
   }
 
   /** @internal Removes a settled task from this scope's list. */
@@ -589,7 +428,7 @@ export class Scope implements Timed, AbortSubscriber {
     if (task === undefined) return
     this.#tasks = undefined
     const now = Date.now()
-    const policy = this.#policy
+    const policy = this.#request?.policy ?? defaultPolicy
     while (task !== undefined) {
       const next: TrackedTask | undefined = task.next
       task.prev = task.next = task.owner = undefined
@@ -597,114 +436,4 @@ export class Scope implements Timed, AbortSubscriber {
       task = next
     }
   }
-}
-
-function captureStack(): string | undefined {
-  const holder: { stack?: string } = {}
-  Error.captureStackTrace(holder, captureStack)
-  // Drop the "Error" header line and tether's own frames; keep where the user started the task.
-  return holder.stack
-    ?.split('\n')
-    .slice(1)
-    .filter((line) => !/[\\/]@tether[\\/]core[\\/]|[\\/]packages[\\/]core[\\/]/.test(line))
-    .map((line) => line.trim())
-    .join('\n')
-}
-
-/**
- * Marks a tracked task as settled: it leaves its scope's list, or the lingering list.
- *
- * @internal
- */
-export function untrack(task: TrackedTask): void {
-  const owner = task.owner as Scope | undefined
-  if (owner !== undefined) owner[kUntrack](task)
-  taskSettled(task)
-}
-
-function readScopeOptions(
-  where: string,
-  options: ScopeOptions | undefined,
-): { deadline: number | undefined; signal: AbortSignal | undefined } {
-  if (options === undefined) return { deadline: undefined, signal: undefined }
-  checkOptionsObject(where, options, SCOPE_OPTIONS)
-  let deadline: number | undefined
-  if (options.timeout !== undefined) deadline = Date.now() + checkDuration('timeout', options.timeout)
-  if (options.deadline !== undefined) {
-    const absolute = checkTimestamp('deadline', options.deadline)
-    if (deadline === undefined || absolute < deadline) deadline = absolute
-  }
-  const signal = options.signal === undefined ? undefined : checkSignal('signal', options.signal)
-  return { deadline, signal }
-}
-
-/**
- * Creates a scope: a deadline, a lazily created `AbortSignal`, and a place to register tasks.
- *
- * @param options - `timeout` (ms), `deadline` (epoch ms), `signal` (a parent signal)
- * @returns a new root scope, or a child of the scope whose signal was passed as `signal`
- * @throws TypeError/RangeError naming the option and the value received, for invalid options
- *
- * @example
- * ```ts
- * const scope = createScope({ timeout: 2_000 })
- * try {
- *   await scope.run(() => all([(signal) => fetch(a, { signal }), (signal) => fetch(b, { signal })]))
- * } finally {
- *   scope.cancel()
- * }
- * ```
- */
-export function createScope(options?: ScopeOptions): Scope {
-  const { deadline, signal } = readScopeOptions('createScope()', options)
-  const parent = signal === undefined ? undefined : (signal as TaggedSignal)[kScopeOfSignal]
-  if (parent !== undefined) return Scope.create(parent, deadline, undefined)
-  return Scope.create(undefined, deadline, signal)
-}
-
-/**
- * The scope of the code that is running, set by {@link Scope.run} (the adapters run every
- * request's middleware, hooks and handler inside its scope); `undefined` outside any scope.
- */
-export function currentScope(): Scope | undefined {
-  return storage.getStore()
-}
-
-/**
- * Calls `fn(...args)` with `scope` current: {@link Scope.run} without a closure, for the paths that
- * start tasks by the million.
- *
- * @internal
- */
-export function runInScope<A extends unknown[], R>(scope: Scope, fn: (...args: A) => R, ...args: A): R {
-  return storage.run(scope, fn, ...args)
-}
-
-/**
- * The scope of the request `scope` belongs to: the scope an adapter attached (a child scope, a
- * group's scope or a scope following a request's signal belong to it too); `undefined` for scopes
- * outside any request.
- *
- * @internal
- */
-export function requestScopeOf(scope: Scope | undefined): Scope | undefined {
-  const request = scope?.[kRequest]
-  if (request === undefined) return undefined
-  // While the request's own scope is being created (a budget already spent aborts it at once) the
-  // request does not hold it yet; it is then the only scope of that request.
-  return (request as { scope?: Scope }).scope ?? scope
-}
-
-function deadlineMessage(scope: Scope, deadline: number): DeadlineMessage {
-  return { scope, deadline, requestScope: requestScopeOf(scope) }
-}
-
-/**
- * The scope behind a signal, when the signal is a scope's own. Lets helpers link to the scope
- * directly instead of adding an abort listener.
- *
- * @internal
- */
-export function scopeForSignal(signal: AbortSignal): Scope | undefined {
-  return (signal as TaggedSignal)[kScopeOfSignal]
 }
