@@ -82,7 +82,6 @@ export {
   type RequestStartMessage,
   routeConcurrency,
   routeTimeout,
-  swallowLateWrites,
   Tether,
   type TetherAdapter,
   type TetherOptions,
@@ -101,6 +100,7 @@ export {
   type ShutdownReport,
   shutdown,
   shutdownBeforeFrameworkClose,
+  swallowLateWrites,
   trackConnections,
 } from './server/index.js'
 export {

@@ -343,20 +343,6 @@ class TetheredRequest implements InflightEntry, AbortOwner {
   }
 }
 
-function swallowWrite<T>(this: T): T {
-  counters.lateWrites++
-  return this
-}
-
-/**
- * Turns methods of a framework object into counted no-ops (each call adds one to the `lateWrites`
- * counter and returns the object), for an adapter's `seal` hook: Fastify's `reply.send` once
- * tether has answered the request.
- */
-export function swallowLateWrites(target: object, ...methods: string[]): void {
-  for (const method of methods) (target as Record<string, unknown>)[method] = swallowWrite
-}
-
 function onResponseClose(this: TetheredResponse): void {
   const record = this[kRecord]
   if (record === undefined) return

@@ -1,18 +1,14 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import { checkFunction } from '../primitives/index.js'
+import { adoptStream, linkSessionSocket, type SessionState, serverOfStream, trackSessions } from './sessions.js'
 import {
-  adoptStream,
   checkServer,
   type HttpRequest,
   type HttpResponse,
   type HttpServer,
   isHttp2Server,
-  linkSessionSocket,
-  type SessionState,
-  serverOfStream,
   streamOf,
-  trackSessions,
 } from './transport.js'
 
 /**

@@ -56,22 +56,10 @@ export function answer(res: HttpResponse, { statusCode, code, message, close, re
  */
 export function abandon(res: HttpResponse, answerWith: Answer): void {
   if (!res.writableEnded) {
-    if (res.headersSent) cut(res)
+    if (res.headersSent) cutResponse(res)
     else answer(res, answerWith)
   }
   seal(res)
-}
-
-/**
- * Ends a response whose headers are already out (a stream) in a way the client can see. HTTP/1.1:
- * the connection is destroyed, so a chunked body ends without its terminating chunk and a
- * fixed-length body ends short. HTTP/2: the stream is reset with an error code. Both are reported
- * as errors by HTTP clients.
- *
- * @internal
- */
-export function cut(res: HttpResponse): void {
-  cutResponse(res)
 }
 
 const kSealed = Symbol.for('tether.sealed')
@@ -87,6 +75,22 @@ function countWrite(this: ServerResponse, ...args: unknown[]): ServerResponse {
 function countWriteChunk(this: ServerResponse, ...args: unknown[]): boolean {
   countWrite.apply(this, args)
   return true
+}
+
+/**
+ * Turns methods of a framework object into counted no-ops, as {@link seal} does for Node's own
+ * (each call adds one to the `lateWrites` counter and returns the object): for an adapter's `seal`
+ * hook, such as Fastify's `reply.send` once tether has answered the request.
+ *
+ * @param target - the framework object (Fastify's reply)
+ * @param methods - the names of the methods to neutralise
+ * @example
+ * ```ts
+ * swallowLateWrites(reply, 'send')
+ * ```
+ */
+export function swallowLateWrites(target: object, ...methods: string[]): void {
+  for (const method of methods) (target as Record<string, unknown>)[method] = countWrite
 }
 
 function ignore(this: ServerResponse): ServerResponse {

@@ -11,17 +11,8 @@ import {
 } from '../primitives/index.js'
 import { connectionPhase, notifyShutdown, type ServerState, trackServer } from './connections.js'
 import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
-import {
-  abandonStreams,
-  checkServer,
-  destroySessions,
-  drainSessions,
-  type HttpRequest,
-  type HttpResponse,
-  type HttpServer,
-  type SessionDrain,
-  streamOf,
-} from './transport.js'
+import { abandonStreams, destroySessions, drainSessions, type SessionDrain } from './sessions.js'
+import { checkServer, type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
 
 /** Options of {@link shutdown}. */
 export interface ShutdownOptions {
