@@ -52,7 +52,7 @@ describe('the layers of packages/core/src', () => {
 
   it('finds the imports it checks (a parser that found none would pass anything)', () => {
     expect(edges.length).toBeGreaterThan(50)
-    expect(edges).toContainEqual({ file: 'server/transport.ts', specifier: '../primitives/index.js' })
+    expect(edges).toContainEqual({ file: 'server/protocol.ts', specifier: '../primitives/index.js' })
   })
 
   it('has every source file in a layer folder, besides the entry points', () => {

@@ -14,13 +14,8 @@ import {
   type Scope,
 } from '../primitives/index.js'
 import { DEFAULT_DEADLINE_HEADER, formatBudget } from '../request/index.js'
-import {
-  createOutbound,
-  loadUndici,
-  type OutboundDispatcher,
-  type OutboundOptions,
-  resolveOutbound,
-} from './outbound.js'
+import { createOutbound, loadUndici } from './dispatcher.js'
+import { type OutboundDispatcher, type OutboundOptions, resolveOutbound } from './outbound.js'
 
 /**
  * Options of {@link createScopedFetch}. All optional. The transport options (`connections`,
@@ -149,8 +144,8 @@ function budgetHeader(option: string | false | undefined, scope: Scope): string 
   return request === undefined ? DEFAULT_DEADLINE_HEADER : request.deadlineHeader
 }
 
-/** tether's own transport under a scoped fetch. @internal */
-interface Transport {
+/** What a scoped fetch sends its calls through: undici's fetch over tether's dispatcher. @internal */
+interface FetchBackend {
   /** Sends a call with undici's fetch over the dispatcher; `init` is the caller's own copy. */
   send(input: string | URL | Request, init: RequestInit): Promise<Response>
   dispatcher(): OutboundDispatcher
@@ -161,7 +156,7 @@ interface Transport {
  * undici's fetch over a dispatcher tether configures. The dispatcher is made on the first call, so
  * a process that never calls out loads no undici and opens nothing.
  */
-function tunedTransport(options: ScopedFetchOptions | undefined): Transport {
+function tunedBackend(options: ScopedFetchOptions | undefined): FetchBackend {
   const resolved = resolveOutbound(options)
   let dispatcher: OutboundDispatcher | undefined
   const get = () => {
@@ -222,7 +217,7 @@ function tunedTransport(options: ScopedFetchOptions | undefined): Transport {
 export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
   checkOptionsObject('createScopedFetch()', options, SCOPED_FETCH_OPTIONS)
   let fetchImpl: typeof fetch | undefined
-  let transport: Transport | undefined
+  let transport: FetchBackend | undefined
   if (options?.fetch !== undefined) {
     checkFunction('fetch', options.fetch)
     const conflict = TRANSPORT_OPTIONS.find((name) => options[name] !== undefined)
@@ -233,7 +228,7 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
     }
     fetchImpl = options.fetch
   } else {
-    transport = tunedTransport(options)
+    transport = tunedBackend(options)
   }
   const margin = checkDuration('margin', optional(options?.margin, 10))
   const header = options?.header === undefined ? undefined : checkHeaderName('header', options.header, true)

@@ -23,6 +23,7 @@ import {
   shedChannel,
   withoutStack,
 } from '../primitives/index.js'
+import { live } from './live.js'
 
 /**
  * The outbound side: a connection pool per origin that tether configures (undici's `Agent`), with
@@ -103,7 +104,8 @@ export const OUTBOUND_DEFAULTS = {
   bodyTimeout: 30_000,
 } as const
 
-type ResolvedOptions = { -readonly [K in keyof OutboundOptions]-?: number }
+/** @internal */
+export type ResolvedOptions = { -readonly [K in keyof OutboundOptions]-?: number }
 
 /**
  * Validates the transport options. Called when a scoped fetch is created, never per call.
@@ -127,7 +129,8 @@ export function resolveOutbound(options: OutboundOptions | undefined): ResolvedO
 }
 
 // undici's legacy handler shape: what its own fetch() and request() pass to a dispatcher (7.x).
-interface Handler {
+/** @internal */
+export interface Handler {
   onConnect?(abort: (reason?: unknown) => void, context?: unknown): void
   onResponseStarted?(): void
   onHeaders?(status: number, headers: unknown, resume: () => void, statusText: string): boolean
@@ -147,7 +150,8 @@ interface Gate {
   size: number
 }
 
-type Opts = Dispatcher.DispatchOptions
+/** @internal */
+export type Opts = Dispatcher.DispatchOptions
 
 const QUEUED = 0
 const RUNNING = 1
@@ -180,7 +184,7 @@ class Call implements AbortSubscriber {
   budgeted = false
 
   constructor(
-    readonly transport: Transport,
+    readonly transport: OutboundPool,
     readonly gate: Gate,
     readonly opts: Opts,
     readonly handler: Handler,
@@ -273,20 +277,12 @@ function originOf(origin: unknown): string | undefined {
   return undefined
 }
 
-// Every live outbound transport, for inspect() and the metrics; shared across copies of the
-// package like the registry. Held weakly: a scoped fetch dropped without close() is forgotten once
-// its last socket has closed (an open socket keeps its transport reachable through undici's pool).
-const kLive = Symbol.for('tether.outbound')
-const globals = globalThis as { [kLive]?: Set<WeakRef<{ origins(): OutboundOrigin[] }>> }
-if (globals[kLive] === undefined) globals[kLive] = new Set()
-const live = globals[kLive]
-
 /** The transport's state, separate from the Dispatcher class so it can be built lazily. @internal */
-export class Transport {
+export class OutboundPool {
   readonly gates = new Map<string, Gate>()
   closed = false
   /** This transport's entry in the live set, once registered. */
-  ref: WeakRef<Transport> | undefined = undefined
+  ref: WeakRef<OutboundPool> | undefined = undefined
 
   constructor(
     readonly agent: Agent,
@@ -423,108 +419,4 @@ export class Transport {
     }
     return list
   }
-}
-
-/**
- * Every origin of every live outbound dispatcher, counts summed per origin.
- *
- * @internal
- */
-export function outboundOrigins(): OutboundOrigin[] {
-  if (live.size === 0) return []
-  const byOrigin = new Map<string, { origin: string; open: number; idle: number; busy: number; queued: number }>()
-  for (const ref of live) {
-    const transport = ref.deref()
-    if (transport === undefined) {
-      live.delete(ref)
-      continue
-    }
-    for (const entry of transport.origins()) {
-      const sum = byOrigin.get(entry.origin)
-      if (sum === undefined) byOrigin.set(entry.origin, { ...entry })
-      else {
-        sum.open += entry.open
-        sum.idle += entry.idle
-        sum.busy += entry.busy
-        sum.queued += entry.queued
-      }
-    }
-  }
-  return [...byOrigin.values()]
-}
-
-type Undici = typeof import('undici')
-let undici: Undici | undefined
-
-/**
- * undici, loaded on first use: it takes tens of milliseconds to load, which an app that never
- * calls out should not pay at startup.
- *
- * @internal
- */
-export function loadUndici(): Undici {
-  undici ??= require('undici') as Undici
-  return undici
-}
-
-let DispatcherClass: (new (transport: Transport) => OutboundDispatcher) | undefined
-
-function dispatcherClass(): new (transport: Transport) => OutboundDispatcher {
-  if (DispatcherClass !== undefined) return DispatcherClass
-  // A real undici Dispatcher, so undici's request()/stream() accept it as well as its fetch().
-  class TetherDispatcher extends loadUndici().Dispatcher {
-    readonly #transport: Transport
-
-    constructor(transport: Transport) {
-      super()
-      this.#transport = transport
-    }
-
-    override dispatch(opts: Opts, handler: Dispatcher.DispatchHandler): boolean {
-      return this.#transport.dispatch(opts, handler as Handler)
-    }
-
-    // biome-ignore lint/suspicious/noExplicitAny: undici's close/destroy are overloaded (callback or promise)
-    override close(callback?: any): any {
-      this.#transport.refuseQueued(new Error('outbound dispatcher closed'))
-      return this.#transport.agent.close(callback)
-    }
-
-    // biome-ignore lint/suspicious/noExplicitAny: as above
-    override destroy(error?: any, callback?: any): any {
-      this.#transport.refuseQueued(error instanceof Error ? error : new Error('outbound dispatcher destroyed'))
-      return this.#transport.agent.destroy(error, callback)
-    }
-
-    origins(): OutboundOrigin[] {
-      return this.#transport.origins()
-    }
-  }
-  DispatcherClass = TetherDispatcher as unknown as new (transport: Transport) => OutboundDispatcher
-  return DispatcherClass
-}
-
-/**
- * Creates the outbound dispatcher behind a scoped fetch: undici's `Agent` with a cap on sockets
- * per origin, an idle timeout, and a bounded, abortable wait queue in front of each origin.
- *
- * @internal
- */
-export function createOutbound(options: ResolvedOptions): OutboundDispatcher {
-  const { Agent } = loadUndici()
-  const agent = new Agent({
-    connections: options.connections,
-    keepAliveTimeout: options.keepAliveTimeout,
-    // undici honours a server's `Keep-Alive: timeout=` hint up to this; never beyond ours.
-    keepAliveMaxTimeout: options.keepAliveTimeout,
-    headersTimeout: options.headersTimeout,
-    bodyTimeout: options.bodyTimeout,
-    // One call per socket at a time: `busy` then means what it says, and a slow response never
-    // holds up the one queued behind it on the same socket.
-    pipelining: 1,
-  })
-  const transport = new Transport(agent, options)
-  transport.ref = new WeakRef(transport)
-  live.add(transport.ref)
-  return new (dispatcherClass())(transport)
 }

@@ -1,7 +1,6 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import { checkFunction } from '../primitives/index.js'
-import { adoptStream, linkSessionSocket, type SessionState, serverOfStream, trackSessions } from './sessions.js'
 import {
   checkServer,
   type HttpRequest,
@@ -9,7 +8,8 @@ import {
   type HttpServer,
   isHttp2Server,
   streamOf,
-} from './transport.js'
+} from './protocol.js'
+import { adoptStream, linkSessionSocket, type SessionState, serverOfStream, trackSessions } from './sessions.js'
 
 /**
  * The connections of a server, as shutdown needs to see them. Node keeps its own list but shows it

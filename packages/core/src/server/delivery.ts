@@ -2,7 +2,7 @@ import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { checkDuration, counters, optional, received } from '../primitives/index.js'
 import { connectionPhase, everyCheckInterval, trackServer } from './connections.js'
-import type { HttpResponse } from './transport.js'
+import type { HttpResponse } from './protocol.js'
 
 /**
  * The write side of a hardened server: Go's `WriteTimeout` and Kestrel's `MinResponseDataRate`.

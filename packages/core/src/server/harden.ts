@@ -3,8 +3,8 @@ import { checkCount, checkDuration, checkOptionsObject, checkTimeout, optional, 
 import { trackServer } from './connections.js'
 import { type DeliveryOptions, type DeliverySettings, resolveDelivery, watchDelivery } from './delivery.js'
 import { resolveMaxIdle, watchIdle } from './idle.js'
+import { checkServer, type HttpServer, isHttp2Server } from './protocol.js'
 import { hardenSessions } from './sessions.js'
-import { checkServer, type HttpServer, isHttp2Server } from './transport.js'
 
 /**
  * Options of {@link hardenServer}. All optional; each is in milliseconds, but `minResponseRate`

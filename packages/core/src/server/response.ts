@@ -1,6 +1,6 @@
 import { type ServerResponse, STATUS_CODES } from 'node:http'
 import { counters } from '../primitives/index.js'
-import { cutResponse, type HttpResponse, sendAnswer } from './transport.js'
+import { cutResponse, type HttpResponse, sendAnswer } from './protocol.js'
 
 /** What tether answers a request it gives up on with. @internal */
 export interface Answer {

@@ -10,9 +10,9 @@ import {
   withoutStack,
 } from '../primitives/index.js'
 import { connectionPhase, notifyShutdown, type ServerState, trackServer } from './connections.js'
+import { checkServer, type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './protocol.js'
 import { abandon, answer, isSealed, SHUTTING_DOWN } from './response.js'
 import { abandonStreams, destroySessions, drainSessions, type SessionDrain } from './sessions.js'
-import { checkServer, type HttpRequest, type HttpResponse, type HttpServer, streamOf } from './transport.js'
 
 /** Options of {@link shutdown}. */
 export interface ShutdownOptions {
