@@ -14,15 +14,10 @@ import {
   scopeForSignal,
   untrack,
 } from './scope-protocol.js'
+import { Collect, checkTask, isThenable, type Task } from './task.js'
 import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
 
 const GROUP_OPTIONS = ['signal', 'limit']
-
-/**
- * A unit of work started by a group or a pool: it receives the group's signal and should stop
- * when it aborts. A synchronous throw counts as a failure, like a rejection.
- */
-export type Task<T> = (signal: AbortSignal) => T | PromiseLike<T>
 
 /** Options of {@link TaskGroup}, {@link all} and {@link allSettled}. All optional. */
 export interface TaskGroupOptions {
@@ -37,31 +32,6 @@ export interface TaskGroupOptions {
    * @default Infinity
    */
   readonly limit?: number
-}
-
-/** The outcome of one task, as reported by {@link allSettled}. */
-export type Settled<T> = { status: 'fulfilled'; value: T } | { status: 'rejected'; reason: unknown }
-
-type Results<T extends readonly Task<unknown>[]> = { -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> }
-type SettledResults<T extends readonly Task<unknown>[]> = {
-  -readonly [K in keyof T]: Settled<Awaited<ReturnType<T[K]>>>
-}
-
-/** @internal */
-export function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as PromiseLike<unknown>).then === 'function'
-  )
-}
-
-// What the group does with each task's outcome: nothing (TaskGroup), collect values (all), or
-// collect outcomes and let failures stand alone (allSettled).
-enum Collect {
-  None = 0,
-  Values = 1,
-  Outcomes = 2,
 }
 
 // The reason a group's signal aborts with once the group is done, built only if someone reads it:
@@ -473,49 +443,4 @@ export class TaskGroup implements AbortOwner {
     this.#end()
     onIdle(aborted, reason)
   }
-}
-
-function checkTask(task: unknown): void {
-  if (typeof task !== 'function') throw new TypeError(`a task must be a function, received ${received(task)}`)
-}
-
-/**
- * `Promise.all` for task functions, with errgroup semantics: the first failure aborts the
- * siblings' signal, and the returned promise rejects only once every started task has settled:
- * nothing is left running when it rejects. Results come in the order of `tasks`.
- *
- * @param tasks - functions receiving the group's `AbortSignal`
- * @param options - `signal` (parent; defaults to the current scope's), `limit`
- * @returns the tasks' results, in order
- * @throws TypeError synchronously if `tasks` is not an array of functions
- *
- * @example
- * ```ts
- * const [user, orders] = await all([
- *   (signal) => users.get(id, { signal }),
- *   (signal) => orders.list(id, { signal }),
- * ])
- * ```
- */
-export function all<const T extends readonly Task<unknown>[]>(
-  tasks: T,
-  options?: TaskGroupOptions,
-): Promise<Results<T>> {
-  return TaskGroup.run(tasks, options, Collect.Values) as Promise<Results<T>>
-}
-
-/**
- * `Promise.allSettled` for task functions: every task runs to its end (a failure does not abort
- * the siblings), under the current scope, so they all stop if the request ends. Tasks that never
- * started because the parent aborted are reported as rejected with the parent's reason.
- *
- * @param tasks - functions receiving the group's `AbortSignal`
- * @param options - `signal` (parent; defaults to the current scope's), `limit`
- * @returns `{ status: 'fulfilled', value }` or `{ status: 'rejected', reason }` per task, in order
- */
-export function allSettled<const T extends readonly Task<unknown>[]>(
-  tasks: T,
-  options?: TaskGroupOptions,
-): Promise<SettledResults<T>> {
-  return TaskGroup.run(tasks, options, Collect.Outcomes) as Promise<SettledResults<T>>
 }

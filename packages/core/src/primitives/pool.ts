@@ -1,102 +1,13 @@
 import { currentScope } from './create-scope.js'
 import { type ShedSource, shedChannel } from './diagnostics.js'
 import { PoolOverloadedError, withoutStack } from './errors.js'
-import { isThenable, type Task } from './group.js'
+import { POOL_OPTIONS, type Pool, type PoolOptions, type PoolRunOptions, RUN_OPTIONS } from './pool-options.js'
+import { neverAborted, Waiting } from './pool-waiting.js'
 import { counters, type TrackedTask } from './registry.js'
 import type { Scope } from './scope.js'
-import {
-  type AbortSubscriber,
-  kScopeAborted,
-  kSiblingNext,
-  kSiblingPrev,
-  kSubscribe,
-  kTrack,
-  kUnsubscribe,
-  requestScopeOf,
-  scopeForSignal,
-  untrack,
-} from './scope-protocol.js'
+import { kSubscribe, kTrack, requestScopeOf, scopeForSignal, untrack } from './scope-protocol.js'
+import { isThenable, type Task } from './task.js'
 import { checkBoolean, checkCount, checkOptionsObject, checkRetryAfter, checkSignal, received } from './validate.js'
-
-/** Options of {@link createPool}. */
-export interface PoolOptions {
-  /** The most tasks running at once: an integer ≥ 1, or `Infinity`. Required. */
-  readonly concurrency: number
-  /**
-   * The most tasks waiting for a slot. Beyond it, `run()` rejects with `PoolOverloadedError`
-   * at once instead of queueing (load shedding).
-   * @default Infinity
-   */
-  readonly maxQueue?: number
-  /**
-   * Seconds a shed client should wait, sent as `Retry-After` by the adapters.
-   * @default 1
-   */
-  readonly retryAfter?: number
-  /**
-   * Overload policy for callers whose scope has a deadline (a request's, under `tether()`), so that
-   * a pool under overload spends its slots on work that can still finish in time, with nothing to
-   * tune:
-   *
-   * - a caller that would have to queue is shed at once with `PoolOverloadedError` when the work
-   *   ahead of it, at the pool's observed service time, cannot finish before its deadline;
-   * - a queued caller whose remaining budget no longer covers one service time when its turn
-   *   comes is shed instead of started;
-   * - while the queue is standing (its oldest caller has waited longer than two service times per
-   *   slot), the newest caller is started first if it has a deadline (adaptive LIFO), and the
-   *   oldest are shed as soon as the work queued after them leaves them no time.
-   *
-   * Callers without a deadline are never shed by it nor moved ahead: among them the order stays
-   * FIFO. `false` gives plain FIFO for everyone, for tasks whose durations vary so widely that a
-   * recent average predicts nothing.
-   * @default true
-   */
-  readonly deadlineAware?: boolean
-}
-
-const POOL_OPTIONS = ['concurrency', 'maxQueue', 'retryAfter', 'deadlineAware']
-
-/** Options of {@link Pool.run}. */
-export interface PoolRunOptions {
-  /**
-   * The caller's signal, handed to the task. If it aborts while the task is queued, the task
-   * leaves the queue at once, never starts, and `run()` rejects with the signal's reason.
-   * @default the signal of {@link currentScope}, if there is one
-   */
-  readonly signal?: AbortSignal
-}
-
-const RUN_OPTIONS = ['signal']
-
-/**
- * A bounded worker pool: at most `concurrency` tasks at once, the rest queued FIFO (under a standing
- * queue, callers with a deadline newest first: see {@link PoolOptions.deadlineAware}).
- */
-export interface Pool {
-  /**
-   * Runs `task` when a slot is free, in the async context of the caller (AsyncLocalStorage
-   * values seen by the caller are seen by the task).
-   *
-   * @returns the task's result
-   * @throws (rejects) `PoolOverloadedError` when the queue is full, or (with `deadlineAware`)
-   *   when the caller's deadline cannot cover the work ahead of it or no longer covers its own run
-   *   when its turn comes; the caller's abort reason when its signal aborts while the task is queued
-   */
-  run<T>(task: Task<T>, options?: PoolRunOptions): Promise<T>
-  /** Tasks running now. */
-  readonly active: number
-  /** Tasks waiting for a slot. */
-  readonly queued: number
-  /** The most tasks running at once. */
-  readonly concurrency: number
-  /** The most tasks waiting for a slot. */
-  readonly maxQueue: number
-  /**
-   * The observed service time, in ms: a moving average of how long tasks of callers with a
-   * deadline ran after waiting in the queue. `0` until one has been measured.
-   */
-  readonly serviceTime: number
-}
 
 // How much one measured run moves the service-time average: a quarter, so that the estimate
 // follows a change of load within a few tasks while one slow outlier (a GC pause) moves it little.
@@ -110,62 +21,13 @@ const CANNOT_FINISH = "pool overloaded: the work queued ahead cannot finish befo
 const TOO_LATE = "pool overloaded: the caller's deadline no longer leaves time to run the task"
 const OUTRUN = "pool overloaded: newer callers go first, and the caller's deadline leaves no time for them and its task"
 
-/**
- * Handed to tasks whose caller has no signal and no scope: it never aborts.
- *
- * @internal
- */
-export const neverAborted: AbortSignal = new AbortController().signal
-
 // The method behind resizePool(): module-private, so that a pool's public face stays read-only.
 const kResize = Symbol('tether.pool.resize')
-
-/**
- * A caller waiting for a slot. It sits in an intrusive list, so leaving the queue from the middle
- * on abort is O(1), and it is its own abort handler: subscribed to the caller's scope when the
- * signal is a scope's (no event listener, so a thousand queued calls of one request add nothing
- * to its signal), or added as an EventTarget listener object (`handleEvent`) otherwise.
- */
-class Waiting<T> implements AbortSubscriber {
-  [kSiblingPrev]: AbortSubscriber | undefined = undefined;
-  [kSiblingNext]: AbortSubscriber | undefined = undefined
-  prev: Waiting<unknown> | undefined = undefined
-  next: Waiting<unknown> | undefined = undefined
-  /** Starts the task; cleared once the caller has left the queue. */
-  start: (() => void) | undefined = undefined
-  /** When it joined the queue (`performance.now()`), or 0 for a caller the pool does not judge. */
-  enqueuedAt = 0
-
-  constructor(
-    readonly pool: WorkerPool,
-    readonly task: Task<T>,
-    readonly signal: AbortSignal,
-    readonly scope: Scope | undefined,
-    /** The caller's deadline (epoch ms), or `Infinity` when it has none or `deadlineAware` is off. */
-    readonly deadline: number,
-    readonly resolve: (value: T) => void,
-    readonly reject: (reason: unknown) => void,
-  ) {}
-
-  handleEvent(): void {
-    this.pool.drop(this as Waiting<unknown>)
-  }
-
-  [kScopeAborted](): void {
-    this.pool.drop(this as Waiting<unknown>)
-  }
-
-  /** Stops listening for the caller's abort. */
-  unsubscribe(): void {
-    if (this.scope !== undefined) this.scope[kUnsubscribe](this)
-    else if (this.signal !== neverAborted) this.signal.removeEventListener('abort', this)
-  }
-}
 
 // p-limit fits everything here but one rule: a queued task whose caller has aborted must leave
 // the queue at once and never start. p-limit's queue cannot remove an entry from the middle
 // (p-queue's issues #219/#241 are the same problem), so the pool keeps its own small queue.
-class WorkerPool implements Pool {
+class TaskPool implements Pool {
   #concurrency: number
   readonly maxQueue: number
   readonly #retryAfter: number
@@ -487,7 +349,7 @@ export function poolFor(
   retryAfter: number,
   deadlineAware: boolean,
 ): Pool {
-  return new WorkerPool(concurrency, maxQueue, retryAfter, deadlineAware, source)
+  return new TaskPool(concurrency, maxQueue, retryAfter, deadlineAware, source)
 }
 
 /**
@@ -521,7 +383,7 @@ export function createPool(options: PoolOptions): Pool {
   const retryAfter = checkRetryAfter(options.retryAfter)
   const deadlineAware =
     options.deadlineAware === undefined ? true : checkBoolean('deadlineAware', options.deadlineAware)
-  return new WorkerPool(concurrency, maxQueue, retryAfter, deadlineAware)
+  return new TaskPool(concurrency, maxQueue, retryAfter, deadlineAware)
 }
 
 /**
@@ -535,5 +397,5 @@ export function createPool(options: PoolOptions): Pool {
  * @internal
  */
 export function resizePool(pool: Pool, concurrency: number): void {
-  ;(pool as WorkerPool)[kResize](concurrency)
+  ;(pool as TaskPool)[kResize](concurrency)
 }

@@ -19,7 +19,7 @@ import { adoptStream, linkSessionSocket, type SessionState, serverOfStream, trac
  * Tracking starts when a server goes through `hardenServer()`, the Fastify plugin, or
  * `shutdown()`, or when the first request reaches a tether adapter; sockets that carry a request
  * are adopted then, so nothing that ever served a request is missed. On an HTTP/2 server the unit
- * is the session and its streams (see transport.ts); `sockets` then holds only the connections of
+ * is the session and its streams (see protocol.ts); `sockets` then holds only the connections of
  * HTTP/1.1 clients (`allowHTTP1`).
  */
 

@@ -17,7 +17,7 @@ const {
 } = constants
 
 // Sessions and streams of an HTTP/2 server, as shutdown and hardening need to see them: what
-// transport.ts says about the protocols, for the unit HTTP/2 multiplexes requests on.
+// protocol.ts says about the protocols, for the unit HTTP/2 multiplexes requests on.
 
 // Sessions and streams of an HTTP/2 server, as shutdown and hardening need to see them.
 
