@@ -237,28 +237,3 @@ export function trackConnections<S extends HttpServer>(server: S): S {
   trackServer(server)
   return server
 }
-
-type CheckedServer = Server & Record<symbol, NodeJS.Timeout | undefined>
-
-/**
- * Runs `check` every `ms` while `server` is open, in the slot `slot`: a later call for the same
- * slot replaces the earlier check (`hardenServer()` called again), and `check` undefined stops it.
- * The timer is unref'd and cleared when the server closes.
- *
- * @internal
- */
-export function everyCheckInterval(server: Server, slot: symbol, ms: number, check: (() => void) | undefined): void {
-  const checked = server as CheckedServer
-  if (checked[slot] !== undefined) clearInterval(checked[slot])
-  checked[slot] = undefined
-  if (check === undefined) return
-  const timer = setInterval(check, ms)
-  timer.unref()
-  checked[slot] = timer
-  server.once('close', () => {
-    if (checked[slot] === timer) {
-      clearInterval(timer)
-      checked[slot] = undefined
-    }
-  })
-}

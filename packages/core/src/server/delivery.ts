@@ -1,7 +1,8 @@
 import type { Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { checkDuration, counters, optional, received } from '../primitives/index.js'
-import { connectionPhase, everyCheckInterval, trackServer } from './connections.js'
+import { setCheck } from './checker.js'
+import { connectionPhase, trackServer } from './connections.js'
 import type { HttpResponse } from './protocol.js'
 
 /**
@@ -202,7 +203,7 @@ function inspectSocket(socket: WatchedSocket, settings: DeliverySettings, now: n
 export function watchDelivery(server: Server, settings: DeliverySettings, checkInterval: number): void {
   const off = settings.writeTimeout === 0 && settings.minResponseRate === 0
   const sockets = trackServer(server).sockets as Set<WatchedSocket>
-  everyCheckInterval(
+  setCheck(
     server,
     kWatcher,
     checkInterval,

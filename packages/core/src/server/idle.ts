@@ -1,7 +1,8 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
 import { checkCount, counters } from '../primitives/index.js'
-import { connectionPhase, everyCheckInterval, trackServer } from './connections.js'
+import { setCheck } from './checker.js'
+import { connectionPhase, trackServer } from './connections.js'
 
 /**
  * A bound on the number of idle keep-alive connections a server holds. `keepAliveTimeout` must
@@ -63,7 +64,7 @@ function isIdle(socket: IdleSocket, now: number): boolean {
 export function watchIdle(server: Server, max: number, checkInterval: number): void {
   const sockets = trackServer(server).sockets as Set<IdleSocket>
   const off = max === Number.POSITIVE_INFINITY
-  everyCheckInterval(
+  setCheck(
     server,
     kIdleWatcher,
     checkInterval,

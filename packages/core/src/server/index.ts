@@ -1,3 +1,4 @@
+export * from './checker.js'
 export * from './connections.js'
 export * from './delivery.js'
 export * from './harden.js'

@@ -38,7 +38,7 @@ export const SHUTTING_DOWN: Answer = Object.freeze({
  */
 export function answer(res: HttpResponse, { statusCode, code, message, close, retryAfter }: Answer): void {
   for (const name of res.getHeaderNames()) res.removeHeader(name)
-  const body = JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
+  const body = answerBody({ statusCode, code, message })
   const headers: Record<string, string | number> = {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
@@ -46,6 +46,16 @@ export function answer(res: HttpResponse, { statusCode, code, message, close, re
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter
   // A body still arriving (a slow upload) must stop: how to say so differs by protocol.
   sendAnswer(res, statusCode, headers, body, close)
+}
+
+/**
+ * The body of an answer tether makes itself: the shape of Fastify's default error body, the one
+ * JSON both protocols send.
+ *
+ * @internal
+ */
+export function answerBody({ statusCode, code, message }: Pick<Answer, 'statusCode' | 'code' | 'message'>): string {
+  return JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
 }
 
 /**

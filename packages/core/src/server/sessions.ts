@@ -7,6 +7,10 @@ import {
 } from 'node:http2'
 import type { Socket } from 'node:net'
 import { counters } from '../primitives/index.js'
+import { setCheck } from './checker.js'
+import { answerBody, SHUTTING_DOWN } from './response.js'
+
+const kSessionsCheck = Symbol.for('tether.sessionsCheck')
 
 const {
   HTTP2_HEADER_CONTENT_LENGTH,
@@ -62,8 +66,6 @@ export interface SessionState {
   readonly sessions: Set<TrackedSession>
   /** Called when a session, or a stream shutdown waits for, closes. */
   onChange: (() => void) | undefined
-  /** The hardening checker, once the server is hardened. */
-  checker: NodeJS.Timeout | undefined
   /** Whether streams are tracked one by one (Node's own list was not reachable). */
   perStream: boolean
 }
@@ -103,7 +105,7 @@ export function streamsOf(session: TrackedSession): StreamList {
  * @internal
  */
 export function trackSessions(server: Http2Server | Http2SecureServer): SessionState {
-  const state: SessionState = { server, sessions: new Set(), onChange: undefined, checker: undefined, perStream: false }
+  const state: SessionState = { server, sessions: new Set(), onChange: undefined, perStream: false }
   server.on('session', (session: Http2Session) => adoptSession(state, session))
   return state
 }
@@ -226,12 +228,8 @@ export function drainSessions(state: SessionState, passed: () => boolean): Sessi
   return drain
 }
 
-const SHUTDOWN_BODY = JSON.stringify({
-  statusCode: 503,
-  code: 'TETHER_SHUTDOWN',
-  error: 'Service Unavailable',
-  message: 'server is shutting down',
-})
+// The answer shutdown gives HTTP/1.1 requests, in its HTTP/2 form (no Retry-After there, as before).
+const SHUTDOWN_BODY = answerBody(SHUTTING_DOWN)
 
 /**
  * After the grace: streams tether does not own (requests that never reached a tether adapter)
@@ -248,7 +246,7 @@ export function abandonStreams(drain: SessionDrain): number {
     if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR)
     else {
       stream.respond({
-        [HTTP2_HEADER_STATUS]: 503,
+        [HTTP2_HEADER_STATUS]: SHUTTING_DOWN.statusCode,
         [HTTP2_HEADER_CONTENT_TYPE]: 'application/json; charset=utf-8',
         [HTTP2_HEADER_CONTENT_LENGTH]: Buffer.byteLength(SHUTDOWN_BODY),
       })
@@ -307,11 +305,7 @@ export function hardenSessions(
   limits: SessionLimits,
 ): void {
   server.updateSettings({ maxConcurrentStreams: limits.maxConcurrentStreams })
-  if (state.checker !== undefined) clearInterval(state.checker)
-  const checker = setInterval(() => checkSessions(state, limits), limits.checkInterval)
-  checker.unref()
-  state.checker = checker
-  server.once('close', () => clearInterval(checker))
+  setCheck(server, kSessionsCheck, limits.checkInterval, () => checkSessions(state, limits))
 }
 
 /**
