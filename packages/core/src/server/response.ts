@@ -107,6 +107,20 @@ function ignore(this: ServerResponse): ServerResponse {
   return this
 }
 
+// The header and informational methods a sealed response ignores (writes and ends are counted).
+const IGNORED_ONCE_SEALED = [
+  'writeHead',
+  'setHeader',
+  'setHeaders',
+  'appendHeader',
+  'removeHeader',
+  'flushHeaders',
+  'addTrailers',
+  'writeContinue',
+  'writeProcessing',
+  'writeEarlyHints',
+] as const
+
 function notSent(): boolean {
   return false
 }
@@ -129,16 +143,7 @@ export function seal(res: HttpResponse): void {
   const methods = target as unknown as Record<string, unknown>
   methods.write = countWriteChunk
   methods.end = countWrite
-  methods.writeHead = ignore
-  methods.setHeader = ignore
-  methods.setHeaders = ignore
-  methods.appendHeader = ignore
-  methods.removeHeader = ignore
-  methods.flushHeaders = ignore
-  methods.addTrailers = ignore
-  methods.writeContinue = ignore
-  methods.writeProcessing = ignore
-  methods.writeEarlyHints = ignore
+  for (const name of IGNORED_ONCE_SEALED) methods[name] = ignore
   Object.defineProperty(target, 'headersSent', { configurable: true, get: notSent })
 }
 
