@@ -29,6 +29,16 @@ const contract: Record<string, string[]> = {
     'ShutdownError',
   ],
   '@tether/core/testing': ['assertNoLingering', 'LingeringTasksError'],
+  '@tether/core/adapter': [
+    'Tether',
+    'routeTimeout',
+    'swallowLateWrites',
+    'shutdownBeforeFrameworkClose',
+    'resolveHardening',
+    'resolveShutdown',
+    'exemptFromConcurrency',
+    'routeConcurrency',
+  ],
   '@tether/express': ['tether', 'timeout'],
   '@tether/fastify': ['tether'],
 }
@@ -57,6 +67,11 @@ describe('built packages', () => {
       expect(names).toEqual(expect.arrayContaining(exports))
     })
   }
+
+  it("@tether/core keeps the adapters' internals out of its main entry (they are in @tether/core/adapter)", () => {
+    const names = JSON.parse(runNode(['-e', `console.log(JSON.stringify(Object.keys(require('@tether/core'))))`]))
+    for (const internal of contract['@tether/core/adapter'] ?? []) expect(names, internal).not.toContain(internal)
+  })
 
   it('@tether/fastify is a fastify plugin as the default export, from import and from require', () => {
     const script = `

@@ -10,7 +10,8 @@
 // Rules (test/layers.test.ts enforces them): a file imports only from its own folder or from a
 // layer below it, and from a layer below only through that layer's index.ts. Primitives know no
 // HTTP, and nothing here imports a framework.
-// This file only re-exports: what users may import.
+// This file only re-exports: what users may import. What only adapters need is in adapter.ts
+// (`@tether/core/adapter`); the test assertions are in testing.ts (`@tether/core/testing`).
 
 export {
   type InflightRequest,
@@ -70,7 +71,6 @@ export {
   createTether,
   DEFAULT_DEADLINE_HEADER,
   ENVOY_TIMEOUT_HEADER,
-  exemptFromConcurrency,
   formatBudget,
   GRPC_TIMEOUT_HEADER,
   MESH_DEADLINE_HEADERS,
@@ -80,10 +80,6 @@ export {
   type RequestEndMessage,
   type RequestEndReason,
   type RequestStartMessage,
-  routeConcurrency,
-  routeTimeout,
-  Tether,
-  type TetherAdapter,
   type TetherOptions,
   tightenDeadline,
 } from './request/index.js'
@@ -93,14 +89,10 @@ export {
   type HardenOptions,
   hardenServer,
   onShutdown,
-  resolveHardening,
-  resolveShutdown,
   type ShutdownNotice,
   type ShutdownOptions,
   type ShutdownReport,
   shutdown,
-  shutdownBeforeFrameworkClose,
-  swallowLateWrites,
   trackConnections,
 } from './server/index.js'
 export {
