@@ -11,6 +11,7 @@ import {
   optional,
   reasonValue,
   received,
+  renamedOption,
   type Scope,
 } from '../primitives/index.js'
 import { DEFAULT_DEADLINE_HEADER, formatBudget } from '../request/index.js'
@@ -34,6 +35,12 @@ export interface ScopedFetchOptions extends OutboundOptions {
    * The header the remaining budget is sent in (integer milliseconds; gRPC's format for
    * `grpc-timeout`), or `false` to send none.
    * @default the current request's `deadlineHeader`, else 'x-request-timeout-ms'
+   */
+  readonly propagateHeader?: string | false
+  /**
+   * The former name of {@link ScopedFetchOptions.propagateHeader}: the same option, named as
+   * `tether()`'s option for the header the budget is sent in downstream.
+   * @deprecated Use `propagateHeader`; `header` keeps working.
    */
   readonly header?: string | false
   /**
@@ -59,14 +66,16 @@ export type ScopedFetch = typeof fetch & {
 }
 
 const TRANSPORT_OPTIONS = [
+  'concurrency',
   'connections',
+  'idleTimeout',
   'keepAliveTimeout',
   'maxQueue',
   'retryAfter',
   'headersTimeout',
   'bodyTimeout',
 ] as const
-const SCOPED_FETCH_OPTIONS = ['fetch', 'header', 'margin', ...TRANSPORT_OPTIONS]
+const SCOPED_FETCH_OPTIONS = ['fetch', 'propagateHeader', 'header', 'margin', ...TRANSPORT_OPTIONS]
 
 // The ways a Response's body is read to its end; scopedFetch lets go of the call once one is done.
 const BODY_READERS = ['arrayBuffer', 'blob', 'bytes', 'formData', 'json', 'text'] as const
@@ -231,7 +240,11 @@ export function createScopedFetch(options?: ScopedFetchOptions): ScopedFetch {
     transport = tunedBackend(options)
   }
   const margin = checkDuration('margin', optional(options?.margin, 10))
-  const header = options?.header === undefined ? undefined : checkHeaderName('header', options.header, true)
+  const headerOption = renamedOption<string | false>(options, 'propagateHeader', 'header')
+  const header =
+    headerOption === undefined
+      ? undefined
+      : checkHeaderName(options?.propagateHeader === undefined ? 'header' : 'propagateHeader', headerOption, true)
 
   const scopedFetch = async function scopedFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     const scope = currentScope()

@@ -18,6 +18,7 @@ import {
   optional,
   PoolOverloadedError,
   reasonValue,
+  renamedOption,
   requestScopeOf,
   type Scope,
   shedChannel,
@@ -40,11 +41,25 @@ export interface OutboundOptions {
    * queue for a socket instead of opening more.
    * @default 64
    */
+  readonly concurrency?: number
+  /**
+   * The former name of {@link OutboundOptions.concurrency}: the same option.
+   * @deprecated Use `concurrency`; `connections` keeps working.
+   * @default 64
+   */
   readonly connections?: number
   /**
    * Milliseconds an idle socket is kept open for reuse (Go's `IdleConnTimeout`). Shorter than
    * Node's own server keep-alive (5 s), so the client, not the server, closes an idle socket and a
    * call never races the server's close. A shorter keep-alive hint from the server wins.
+   * @default 4000
+   */
+  readonly idleTimeout?: number
+  /**
+   * The former name of {@link OutboundOptions.idleTimeout}: the same option. Renamed because a
+   * server's `keepAliveTimeout` (`hardenServer()`, Node's) is the other side's setting, 65 s
+   * behind a balancer, where this one is a client's, a few seconds.
+   * @deprecated Use `idleTimeout`; `keepAliveTimeout` keeps working.
    * @default 4000
    */
   readonly keepAliveTimeout?: number
@@ -105,7 +120,9 @@ export const OUTBOUND_DEFAULTS = {
 } as const
 
 /** @internal */
-export type ResolvedOptions = { -readonly [K in keyof OutboundOptions]-?: number }
+export type ResolvedOptions = {
+  -readonly [K in Exclude<keyof OutboundOptions, 'concurrency' | 'idleTimeout'>]-?: number
+}
 
 /**
  * Validates the transport options. Called when a scoped fetch is created, never per call.
@@ -114,12 +131,16 @@ export type ResolvedOptions = { -readonly [K in keyof OutboundOptions]-?: number
  */
 export function resolveOutbound(options: OutboundOptions | undefined): ResolvedOptions {
   return {
-    connections: checkCount('connections', optional(options?.connections, OUTBOUND_DEFAULTS.connections), {
-      allowInfinity: false,
-    }),
+    connections: checkCount(
+      options?.concurrency === undefined ? 'connections' : 'concurrency',
+      optional(renamedOption<number>(options, 'concurrency', 'connections'), OUTBOUND_DEFAULTS.connections),
+      {
+        allowInfinity: false,
+      },
+    ),
     keepAliveTimeout: checkTimeout(
-      'keepAliveTimeout',
-      optional(options?.keepAliveTimeout, OUTBOUND_DEFAULTS.keepAliveTimeout),
+      options?.idleTimeout === undefined ? 'keepAliveTimeout' : 'idleTimeout',
+      optional(renamedOption<number>(options, 'idleTimeout', 'keepAliveTimeout'), OUTBOUND_DEFAULTS.keepAliveTimeout),
     ),
     maxQueue: checkCount('maxQueue', optional(options?.maxQueue, OUTBOUND_DEFAULTS.maxQueue), { min: 0 }),
     retryAfter: checkRetryAfter(options?.retryAfter),

@@ -15,9 +15,9 @@ import {
   untrack,
 } from './scope-protocol.js'
 import { Collect, checkTask, isThenable, type Task } from './task.js'
-import { checkCount, checkOptionsObject, checkSignal, received } from './validate.js'
+import { checkCount, checkOptionsObject, checkSignal, received, renamedOption } from './validate.js'
 
-const GROUP_OPTIONS = ['signal', 'limit']
+const GROUP_OPTIONS = ['signal', 'concurrency', 'limit']
 
 /** Options of {@link TaskGroup}, {@link all} and {@link allSettled}. All optional. */
 export interface TaskGroupOptions {
@@ -28,7 +28,14 @@ export interface TaskGroupOptions {
    */
   readonly signal?: AbortSignal
   /**
-   * The most tasks running at once; further tasks wait in a FIFO queue.
+   * The most tasks running at once; further tasks wait in a FIFO queue. The name every limit of
+   * simultaneous work has in tether (`createPool`, `tether()`, `createScopedFetch`).
+   * @default Infinity
+   */
+  readonly concurrency?: number
+  /**
+   * The former name of {@link TaskGroupOptions.concurrency}: the same option.
+   * @deprecated Use `concurrency`; `limit` keeps working.
    * @default Infinity
    */
   readonly limit?: number
@@ -105,7 +112,9 @@ export class TaskGroup implements AbortOwner {
    */
   constructor(options?: TaskGroupOptions) {
     checkOptionsObject('TaskGroup', options, GROUP_OPTIONS)
-    this.limit = options?.limit === undefined ? Number.POSITIVE_INFINITY : checkCount('limit', options.limit)
+    const concurrency = renamedOption<number>(options, 'concurrency', 'limit')
+    const name = options?.concurrency === undefined ? 'limit' : 'concurrency'
+    this.limit = concurrency === undefined ? Number.POSITIVE_INFINITY : checkCount(name, concurrency)
     const signal = options?.signal === undefined ? undefined : checkSignal('signal', options.signal)
     const parent = signal === undefined ? currentScope() : scopeForSignal(signal)
     this.#tracker = parent

@@ -1,8 +1,40 @@
 import { inspect } from 'node:util'
 
-/** Shows a received value the way an error message should: strings quoted, objects shallow. */
+// The longest a received value is shown in an error message. An Express app or a Fastify instance
+// passed where a server belongs has hundreds of properties: printed whole, its error was thousands
+// of characters long, and the sentence that says what went wrong was lost above it.
+const MAX_RECEIVED = 80
+
+/**
+ * Shows a received value the way an error message should: strings quoted, objects shallow, and
+ * never more than a short line (a longer rendering is cut, with `…` saying so).
+ */
 export function received(value: unknown): string {
-  return inspect(value, { depth: 0, breakLength: Number.POSITIVE_INFINITY })
+  const shown = inspect(value, {
+    depth: 0,
+    breakLength: Number.POSITIVE_INFINITY,
+    maxArrayLength: 10,
+    maxStringLength: 60,
+  })
+  return shown.length <= MAX_RECEIVED ? shown : `${shown.slice(0, MAX_RECEIVED - 1)}…`
+}
+
+/**
+ * The value of an option that has a former name too: `name`'s, else `formerName`'s. Giving both is
+ * refused, since one of them would be silently ignored.
+ *
+ * @internal
+ */
+export function renamedOption<T>(options: object | undefined, name: string, formerName: string): T | undefined {
+  if (options === undefined) return undefined
+  const value = (options as Record<string, unknown>)[name]
+  const former = (options as Record<string, unknown>)[formerName]
+  if (value !== undefined && former !== undefined) {
+    throw new TypeError(
+      `\`${name}\` and \`${formerName}\` are one option (\`${formerName}\` is its former name): give one`,
+    )
+  }
+  return (value === undefined ? former : value) as T | undefined
 }
 
 /**
