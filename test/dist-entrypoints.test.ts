@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 
@@ -100,4 +100,17 @@ describe('built packages', () => {
     `
     expect(JSON.parse(runNode(['--input-type=module', '-e', script]))).toEqual({ same: true, sameClass: true })
   })
+})
+
+describe('the adapters and @tether/core', () => {
+  // A peer, not a dependency: the app's own @tether/core is the one the adapter uses, so npm
+  // installs one copy instead of nesting a second whose requests the app's copy cannot see.
+  for (const name of ['express', 'fastify']) {
+    it(`@tether/${name} takes @tether/core as a peer dependency (a dev dependency in the workspace)`, () => {
+      const manifest = JSON.parse(readFileSync(`${root}/packages/${name}/package.json`, 'utf8'))
+      expect(manifest.dependencies?.['@tether/core']).toBeUndefined()
+      expect(manifest.peerDependencies?.['@tether/core']).toBe('workspace:^')
+      expect(manifest.devDependencies?.['@tether/core']).toBe('workspace:*')
+    })
+  }
 })
