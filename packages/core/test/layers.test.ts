@@ -74,6 +74,13 @@ describe('the layers of packages/core/src', () => {
     expect(violation('request/tether.ts', './limit.js')).toBeUndefined()
   })
 
+  it('has no source file over 450 lines (split by concern past that)', () => {
+    const long = sources(src)
+      .map((path) => ({ file: relative(src, path), lines: readFileSync(path, 'utf8').split('\n').length - 1 }))
+      .filter(({ lines }) => lines > 450)
+    expect(long).toEqual([])
+  })
+
   it('keeps the primitives free of HTTP and every layer free of frameworks', () => {
     for (const path of sources(src)) {
       const file = relative(src, path)

@@ -1,5 +1,5 @@
-import { TaskGroup, type TaskGroupOptions } from './group.js'
-import { Collect, type Task } from './task.js'
+import { TaskGroup } from './group.js'
+import { Collect, type Task, type TaskGroupOptions } from './task.js'
 
 /** The outcome of one task, as reported by {@link allSettled}. */
 export type Settled<T> = { status: 'fulfilled'; value: T } | { status: 'rejected'; reason: unknown }

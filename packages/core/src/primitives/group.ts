@@ -14,32 +14,10 @@ import {
   scopeForSignal,
   untrack,
 } from './scope-protocol.js'
-import { Collect, checkTask, isThenable, type Task } from './task.js'
+import { Collect, checkTask, isThenable, type Task, type TaskGroupOptions } from './task.js'
 import { checkCount, checkOptionsObject, checkSignal, received, renamedOption } from './validate.js'
 
 const GROUP_OPTIONS = ['signal', 'concurrency', 'limit']
-
-/** Options of {@link TaskGroup}, {@link all} and {@link allSettled}. All optional. */
-export interface TaskGroupOptions {
-  /**
-   * The parent signal. When it aborts, the group aborts with the same reason, queued tasks are
-   * dropped and `wait()` rejects with that reason.
-   * @default the signal of {@link currentScope}, if there is one
-   */
-  readonly signal?: AbortSignal
-  /**
-   * The most tasks running at once; further tasks wait in a FIFO queue. The name every limit of
-   * simultaneous work has in tether (`createPool`, `tether()`, `createScopedFetch`).
-   * @default Infinity
-   */
-  readonly concurrency?: number
-  /**
-   * The former name of {@link TaskGroupOptions.concurrency}: the same option.
-   * @deprecated Use `concurrency`; `limit` keeps working.
-   * @default Infinity
-   */
-  readonly limit?: number
-}
 
 // The reason a group's signal aborts with once the group is done, built only if someone reads it:
 // groups finish by the million and almost nobody does. Never shared or frozen (see lazyReason).

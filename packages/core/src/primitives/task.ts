@@ -28,3 +28,25 @@ export enum Collect {
 export function checkTask(task: unknown): void {
   if (typeof task !== 'function') throw new TypeError(`a task must be a function, received ${received(task)}`)
 }
+
+/** Options of {@link TaskGroup}, {@link all} and {@link allSettled}. All optional. */
+export interface TaskGroupOptions {
+  /**
+   * The parent signal. When it aborts, the group aborts with the same reason, queued tasks are
+   * dropped and `wait()` rejects with that reason.
+   * @default the signal of {@link currentScope}, if there is one
+   */
+  readonly signal?: AbortSignal
+  /**
+   * The most tasks running at once; further tasks wait in a FIFO queue. The name every limit of
+   * simultaneous work has in tether (`createPool`, `tether()`, `createScopedFetch`).
+   * @default Infinity
+   */
+  readonly concurrency?: number
+  /**
+   * The former name of {@link TaskGroupOptions.concurrency}: the same option.
+   * @deprecated Use `concurrency`; `limit` keeps working.
+   * @default Infinity
+   */
+  readonly limit?: number
+}
