@@ -8,6 +8,7 @@ export default defineConfig({
     // Tests run against the sources; test/dist-entrypoints.test.ts loads the built packages.
     alias: [
       { find: /^@tether\/core\/testing$/, replacement: source('./packages/core/src/testing.ts') },
+      { find: /^@tether\/core\/adapter$/, replacement: source('./packages/core/src/adapter.ts') },
       { find: /^@tether\/core$/, replacement: source('./packages/core/src/index.ts') },
       { find: /^@tether\/express$/, replacement: source('./packages/express/src/index.ts') },
       { find: /^@tether\/fastify$/, replacement: source('./packages/fastify/src/index.ts') },

@@ -107,6 +107,12 @@ void workers.run<string>({ template: 'x' }, { name: 'render' }).then((html: stri
 void workers.close()
 const channels: string[] = [REQUEST_START_CHANNEL, REQUEST_END_CHANNEL, DEADLINE_CHANNEL, SHED_CHANNEL, LINGERING_CHANNEL, LEAK_CHANNEL]
 void channels
+// The adapters' entry point, as an adapter for another framework would use it.
+const frameworkAdapter: TetherAdapter<{ url?: string }> = { name: 'myFramework()', route: (source) => source.url }
+const binding: Tether = new Tether({ timeout: 1_000 }, frameworkAdapter as TetherAdapter)
+const tighten: (scope: Scope) => void = routeTimeout(100, 'timeout')
+void binding
+void tighten
 const endReason = (message: RequestEndMessage): string => message.reason
 void endReason
 
@@ -129,6 +135,7 @@ writeFileSync(
   `import http from 'node:http'
 import { all, createPool, createScope, createWorkerPool, DEADLINE_CHANNEL, hardenServer, inspect, isCanceled, isDeadlineExceeded, isShutdown, LEAK_CHANNEL, LINGERING_CHANNEL, type MetricsOptions, REQUEST_END_CHANNEL, REQUEST_START_CHANNEL, type RequestEndMessage, type Scope, SHED_CHANNEL, scopedFetch, type ShutdownReport, shutdown, type Snapshot, TaskGroup, trackConnections } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
+import { routeTimeout, Tether, type TetherAdapter } from '@tether/core/adapter'
 import { tether as expressTether, timeout } from '@tether/express'
 import fastifyTether from '@tether/fastify'
 import express from 'express'
@@ -140,6 +147,7 @@ writeFileSync(
   `import http = require('node:http')
 import core = require('@tether/core')
 import testing = require('@tether/core/testing')
+import adapter = require('@tether/core/adapter')
 import expressAdapter = require('@tether/express')
 import fastifyAdapter = require('@tether/fastify')
 import express = require('express')
@@ -151,6 +159,10 @@ type Scope = core.Scope
 type ShutdownReport = core.ShutdownReport
 type Snapshot = core.Snapshot
 const { assertNoLingering } = testing
+const { routeTimeout } = adapter
+const Tether = adapter.Tether
+type Tether = adapter.Tether
+type TetherAdapter<Source = unknown> = adapter.TetherAdapter<Source>
 const { tether: expressTether, timeout } = expressAdapter
 const fastifyTether = fastifyAdapter.tether
 const Fastify = fastify.fastify

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 
@@ -29,6 +29,16 @@ const contract: Record<string, string[]> = {
     'ShutdownError',
   ],
   '@tether/core/testing': ['assertNoLingering', 'LingeringTasksError'],
+  '@tether/core/adapter': [
+    'Tether',
+    'routeTimeout',
+    'swallowLateWrites',
+    'shutdownBeforeFrameworkClose',
+    'resolveHardening',
+    'resolveShutdown',
+    'exemptFromConcurrency',
+    'routeConcurrency',
+  ],
   '@tether/express': ['tether', 'timeout'],
   '@tether/fastify': ['tether'],
 }
@@ -58,6 +68,11 @@ describe('built packages', () => {
     })
   }
 
+  it("@tether/core keeps the adapters' internals out of its main entry (they are in @tether/core/adapter)", () => {
+    const names = JSON.parse(runNode(['-e', `console.log(JSON.stringify(Object.keys(require('@tether/core'))))`]))
+    for (const internal of contract['@tether/core/adapter'] ?? []) expect(names, internal).not.toContain(internal)
+  })
+
   it('@tether/fastify is a fastify plugin as the default export, from import and from require', () => {
     const script = `
       import { createRequire } from 'node:module'
@@ -85,4 +100,17 @@ describe('built packages', () => {
     `
     expect(JSON.parse(runNode(['--input-type=module', '-e', script]))).toEqual({ same: true, sameClass: true })
   })
+})
+
+describe('the adapters and @tether/core', () => {
+  // A peer, not a dependency: the app's own @tether/core is the one the adapter uses, so npm
+  // installs one copy instead of nesting a second whose requests the app's copy cannot see.
+  for (const name of ['express', 'fastify']) {
+    it(`@tether/${name} takes @tether/core as a peer dependency (a dev dependency in the workspace)`, () => {
+      const manifest = JSON.parse(readFileSync(`${root}/packages/${name}/package.json`, 'utf8'))
+      expect(manifest.dependencies?.['@tether/core']).toBeUndefined()
+      expect(manifest.peerDependencies?.['@tether/core']).toBe('workspace:^')
+      expect(manifest.devDependencies?.['@tether/core']).toBe('workspace:*')
+    })
+  }
 })

@@ -99,7 +99,7 @@ describe('two copies of @tether/core in one app', () => {
 
   it('warns loudly at load time when the copies cannot share requests', () => {
     const path = secondCopy('other-protocol', (dir) => {
-      const file = join(dir, 'dist', 'shared.js')
+      const file = join(dir, 'dist', 'primitives', 'shared.js')
       const source = readFileSync(file, 'utf8')
       const edited = source.replace(/PROTOCOL = 1\b/, 'PROTOCOL = 2')
       expect(edited).not.toBe(source) // the copy really speaks another protocol

@@ -1,10 +1,12 @@
 import http from 'node:http'
+import http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
-import { hardenServer, resolveHardening } from '@tether/core'
+import { hardenServer } from '@tether/core'
+import { resolveHardening } from '@tether/core/adapter'
 import { assertNoLingering } from '@tether/core/testing'
 import { tether } from '@tether/fastify'
 import Fastify from 'fastify'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { connect, loopbackServers, send } from './support/http.js'
 
 // Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
@@ -138,5 +140,28 @@ describe('the Fastify plugin', () => {
       RangeError,
     )
     await app.close().catch(() => undefined)
+  })
+})
+
+describe('the hardening checker', () => {
+  afterEach(() => {
+    vi.restoreAllMocks()
+  })
+
+  it('runs the delivery, idle and HTTP/2 session checks from one interval per server, cleared at close', async () => {
+    const server = http2.createServer()
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const started = vi.spyOn(globalThis, 'setInterval')
+    const cleared = vi.spyOn(globalThis, 'clearInterval')
+    // Three checks on (delivery, idle, sessions), each of which once had an interval of its own.
+    hardenServer(server, { writeTimeout: 5_000, minResponseRate: 1_000, maxIdleConnections: 10, checkInterval: 200 })
+    expect(started).toHaveBeenCalledTimes(1)
+    // Hardened again with another interval: the one checker is replaced, not joined by another.
+    hardenServer(server, { writeTimeout: 5_000, maxIdleConnections: 10, checkInterval: 300 })
+    expect(started).toHaveBeenCalledTimes(2)
+    expect(cleared).toHaveBeenCalledTimes(1)
+    await new Promise<void>((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())))
+    expect(cleared).toHaveBeenCalledTimes(2)
+    expect(cleared.mock.calls[1]?.[0]).toBe(started.mock.results[1]?.value)
   })
 })

@@ -109,4 +109,41 @@ describe('the lifecycle functions take a Node server, and say so when given an a
     expect(() => shutdown(app as never)).toThrow(/expects app\.server, not the Fastify instance/)
     await app.close()
   })
+  it('says so in a sentence or two, not in a dump of the app (an Express app, a Fastify instance)', async () => {
+    const fastifyApp = Fastify()
+    await fastifyApp.ready()
+    for (const app of [express(), fastifyApp]) {
+      let error: unknown
+      try {
+        hardenServer(app as never)
+      } catch (caught) {
+        error = caught
+      }
+      expect(error).toBeInstanceOf(TypeError)
+      const { message } = error as TypeError
+      // Before, the whole object graph was printed: 2,583 characters for Express, ~3,750 for Fastify.
+      expect(message.length).toBeLessThan(300)
+      expect(message).toMatch(
+        /^hardenServer\(\) expects (the server that app\.listen\(\) returns|app\.server), not the/,
+      )
+      expect(message).toMatch(/received .*…$/)
+    }
+    await fastifyApp.close()
+  })
+})
+
+describe('what an error message shows of a received value', () => {
+  it('shows a short value whole, and cuts a long one to a line', () => {
+    expect(() => createPool({ concurrency: 'eight' as never })).toThrow(/received 'eight'$/)
+    const long = 'x'.repeat(500)
+    let message = ''
+    try {
+      createPool({ concurrency: long as never })
+    } catch (error) {
+      message = (error as Error).message
+    }
+    expect(message).toMatch(/`concurrency`/)
+    expect(message.length).toBeLessThan(200)
+    expect(message.endsWith('…')).toBe(true)
+  })
 })

@@ -2,7 +2,7 @@ import http from 'node:http'
 import { inspect } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
-import { emptyListsArmed } from '../packages/core/src/timers.js'
+import { emptyListsArmed } from '../packages/core/src/primitives/timers.js'
 import { connect, eventually, hangUpAfter, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
 

@@ -30,6 +30,7 @@ if (!target || (kind !== 'express' && kind !== 'fastify')) {
 }
 
 const core = require(path.join(root, 'packages/core/dist/index.js'))
+const adapter = require(path.join(root, 'packages/core/dist/adapter.js'))
 
 function copyStatics(from, to) {
   for (const key of Reflect.ownKeys(from)) {
@@ -105,8 +106,8 @@ require.cache[target].exports = kind === 'express' ? wrapExpress(original) : wra
 // not ended is one tether failed to let go of.
 const attached = []
 if (report && mode === 'tether') {
-  const attach = core.Tether.prototype.attach
-  core.Tether.prototype.attach = function attachAndRecord(req, res, source) {
+  const attach = adapter.Tether.prototype.attach
+  adapter.Tether.prototype.attach = function attachAndRecord(req, res, source) {
     const scope = attach.call(this, req, res, source)
     attached.push({ res, scope })
     return scope

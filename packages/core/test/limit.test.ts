@@ -9,7 +9,7 @@ import {
   STRANDED_WINDOWS,
   WINDOW_MS,
   WINDOW_SAMPLES,
-} from '../src/limit.js'
+} from '../src/request/limit.js'
 
 // The limit is driven by synthetic latencies on a synthetic clock: nothing here reads the time, so
 // every figure is exact and the machine's speed does not matter.

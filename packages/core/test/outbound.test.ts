@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { Agent } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { createScope, isCanceled, isDeadlineExceeded } from '../src/index.js'
-import { resolveOutbound, Transport } from '../src/outbound.js'
+import { resolveOutbound, OutboundPool as Transport } from '../src/outbound/outbound.js'
 
 // The transport's rules, against a stand-in for undici's Agent that records what it is given.
 // The real-socket behaviour is proven in the top-level test/outbound.test.ts.

@@ -10,7 +10,7 @@ import {
   isCanceled,
   isDeadlineExceeded,
 } from '../src/index.js'
-import { armedTimers, emptyListsArmed } from '../src/timers.js'
+import { armedTimers, emptyListsArmed } from '../src/primitives/timers.js'
 
 // Timing assertions are one-sided with generous upper bounds: this suite runs on shared 2-core
 // machines, and what it checks is that a deadline fires, not the scheduler's precision.

@@ -1,12 +1,5 @@
-import {
-  createTether,
-  exemptFromConcurrency,
-  inspect,
-  routeTimeout,
-  type Scope,
-  type TetherAdapter,
-  type TetherOptions,
-} from '@tether/core'
+import { createTether, inspect, type Scope, type TetherOptions } from '@tether/core'
+import { exemptFromConcurrency, routeTimeout, type TetherAdapter } from '@tether/core/adapter'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 
 declare global {

@@ -3,18 +3,20 @@ import {
   type HardenOptions,
   hardenServer,
   inspect,
+  type Scope,
+  shutdown,
+  type TetherOptions,
+  trackConnections,
+} from '@tether/core'
+import {
   resolveHardening,
   resolveShutdown,
   routeConcurrency,
   routeTimeout,
-  type Scope,
-  shutdown,
   shutdownBeforeFrameworkClose,
   swallowLateWrites,
   type TetherAdapter,
-  type TetherOptions,
-  trackConnections,
-} from '@tether/core'
+} from '@tether/core/adapter'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 

@@ -1,0 +1,91 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { Scope } from './scope.js'
+import { kScopeOfSignal, type TaggedSignal } from './scope-protocol.js'
+import { shared } from './shared.js'
+import { checkDuration, checkOptionsObject, checkSignal, checkTimestamp } from './validate.js'
+
+/** Options of {@link createScope} and {@link Scope.child}. All optional. */
+export interface ScopeOptions {
+  /**
+   * Milliseconds from now until the deadline. A finite number ≥ 0.
+   * @default undefined (no deadline of its own)
+   */
+  readonly timeout?: number
+  /**
+   * Absolute deadline, epoch milliseconds. With `timeout` too, the earlier one wins.
+   * @default undefined
+   */
+  readonly deadline?: number
+  /**
+   * A parent signal: when it aborts, the scope aborts with the same reason. A signal that is
+   * already aborted aborts the scope at once.
+   * @default undefined
+   */
+  readonly signal?: AbortSignal
+}
+
+const SCOPE_OPTIONS = ['timeout', 'deadline', 'signal']
+
+// One storage for the whole process, holding the scope only (never req/res), entered with run().
+// Shared by every copy of the package, so an app's copy sees the scope an adapter's copy entered.
+/** @internal */
+export const storage = shared('tether.storage', () => new AsyncLocalStorage<Scope>())
+
+/** @internal Reads and checks the options of {@link createScope} and {@link Scope.child}. */
+export function readScopeOptions(
+  where: string,
+  options: ScopeOptions | undefined,
+): { deadline: number | undefined; signal: AbortSignal | undefined } {
+  if (options === undefined) return { deadline: undefined, signal: undefined }
+  checkOptionsObject(where, options, SCOPE_OPTIONS)
+  let deadline: number | undefined
+  if (options.timeout !== undefined) deadline = Date.now() + checkDuration('timeout', options.timeout)
+  if (options.deadline !== undefined) {
+    const absolute = checkTimestamp('deadline', options.deadline)
+    if (deadline === undefined || absolute < deadline) deadline = absolute
+  }
+  const signal = options.signal === undefined ? undefined : checkSignal('signal', options.signal)
+  return { deadline, signal }
+}
+
+/**
+ * Creates a scope: a deadline, a lazily created `AbortSignal`, and a place to register tasks.
+ *
+ * @param options - `timeout` (ms), `deadline` (epoch ms), `signal` (a parent signal)
+ * @returns a new root scope, or a child of the scope whose signal was passed as `signal`
+ * @throws TypeError/RangeError naming the option and the value received, for invalid options
+ *
+ * @example
+ * ```ts
+ * const scope = createScope({ timeout: 2_000 })
+ * try {
+ *   await scope.run(() => all([(signal) => fetch(a, { signal }), (signal) => fetch(b, { signal })]))
+ * } finally {
+ *   scope.cancel()
+ * }
+ * ```
+ */
+export function createScope(options?: ScopeOptions): Scope {
+  const { deadline, signal } = readScopeOptions('createScope()', options)
+  const parent = signal === undefined ? undefined : (signal as TaggedSignal)[kScopeOfSignal]
+  if (parent !== undefined) return Scope.create(parent, deadline, undefined)
+  return Scope.create(undefined, deadline, signal)
+}
+
+/**
+ * The scope of the code that is running, set by {@link Scope.run} (the adapters run every
+ * request's middleware, hooks and handler inside its scope); `undefined` outside any scope.
+ */
+export function currentScope(): Scope | undefined {
+  return storage.getStore()
+}
+
+/**
+ * Calls `fn(...args)` with `scope` current: {@link Scope.run} without a closure, for the paths that
+ * start tasks by the million.
+ *
+ * @internal
+ */
+export function runInScope<A extends unknown[], R>(scope: Scope, fn: (...args: A) => R, ...args: A): R {
+  return storage.run(scope, fn, ...args)
+}

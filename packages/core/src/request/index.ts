@@ -1,0 +1,7 @@
+export * from './concurrency.js'
+export * from './deadline-header.js'
+export * from './limit.js'
+export * from './request-diagnostics.js'
+export * from './tether.js'
+export * from './tether-options.js'
+export * from './tethered-request.js'
