@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createScope, createScopedFetch, TaskGroup } from '../src/index.js'
 
-// RENAMES.md: each new name stands beside the old one, which keeps working; both at once is refused.
+// CHANGELOG.md, "Renamed": each new name stands beside the old one, which keeps working; both at once is refused.
 describe('renamed options', () => {
   it('TaskGroup takes `concurrency`, and still `limit`', async () => {
     for (const options of [{ concurrency: 2 }, { limit: 2 }]) {
