@@ -282,28 +282,16 @@ describe('the debug route', () => {
     const app = express()
     app.use(tetherExpress({ logger: false, debugRoute: '/debug/tether' }))
     const fromExpress = await request(app).get('/debug/tether').expect(200)
-    expect(Object.keys(fromExpress.body)).toEqual([
-      'inflight',
-      'lingering',
-      'counters',
-      'outbound',
-      'workerPools',
-      'concurrency',
-    ])
+    // What inspect() returns, in its order: both adapters serve the same snapshot.
+    const snapshotKeys = ['inflight', 'lingering', 'counters', 'outbound', 'workerPools', 'concurrency']
+    expect(Object.keys(fromExpress.body)).toEqual(snapshotKeys)
 
     const fastify = Fastify()
     closers.push(() => fastify.close())
     await fastify.register(tetherFastify, { logger: false, debugRoute: '/debug/tether' })
     const fromFastify = await fastify.inject('/debug/tether')
     expect(fromFastify.statusCode).toBe(200)
-    expect(Object.keys(fromFastify.json())).toEqual([
-      'inflight',
-      'lingering',
-      'counters',
-      'outbound',
-      'workerPools',
-      'concurrency',
-    ])
+    expect(Object.keys(fromFastify.json())).toEqual(snapshotKeys)
   })
 
   it('must be a path', () => {
