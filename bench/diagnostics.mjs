@@ -17,7 +17,7 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { median } from './lib.mjs'
+import { alternate } from './lib.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const require = createRequire(import.meta.url)
@@ -99,34 +99,20 @@ function lifecycles(core) {
   }
 }
 
-function compare({ name, baseline, candidate }) {
-  for (const contender of [baseline, candidate]) {
+async function compare({ name, baseline, candidate }) {
+  const measure = (contender) => {
     contender.setup?.()
-    contender.fn()
+    const ns = contender.fn()
     contender.teardown?.()
+    return ns
   }
-  const b = []
-  const c = []
-  const ratios = []
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? [baseline, candidate] : [candidate, baseline]
-    const results = new Map()
-    for (const contender of order) {
-      contender.setup?.()
-      results.set(contender, contender.fn())
-      contender.teardown?.()
-    }
-    b.push(results.get(baseline))
-    c.push(results.get(candidate))
-    ratios.push(results.get(candidate) / results.get(baseline))
-  }
+  measure(baseline) // warm-up
+  measure(candidate)
   return {
     name,
     baseline: baseline.name,
     candidate: candidate.name,
-    baselineNs: median(b),
-    candidateNs: median(c),
-    ratio: median(ratios),
+    ...(await alternate(rounds, baseline, candidate, measure)),
   }
 }
 
@@ -143,13 +129,13 @@ const results = [
   ...(before === undefined
     ? []
     : [
-        compare({
+        await compare({
           name: `request lifecycle, no subscriber: before the channels (${values.before}) vs now`,
           baseline: { name: 'before', fn: lifecycles(before) },
           candidate: current,
         }),
       ]),
-  compare({
+  await compare({
     name: 'request lifecycle: no subscriber vs a no-op subscriber on every channel',
     baseline: current,
     candidate: {

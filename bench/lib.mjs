@@ -41,6 +41,26 @@ export function median(list) {
 }
 
 /**
+ * Measures `baseline` and `candidate` alternately for `rounds` rounds (A B, B A, ...) with
+ * `measure(contender)` (a cost per operation, sync or async), and returns the median of each and
+ * the median of per-round ratios, candidate ÷ baseline. Warm-up is the caller's.
+ */
+export async function alternate(rounds, baseline, candidate, measure) {
+  const b = []
+  const c = []
+  const ratios = []
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? [baseline, candidate] : [candidate, baseline]
+    const results = new Map()
+    for (const contender of order) results.set(contender, await measure(contender))
+    b.push(results.get(baseline))
+    c.push(results.get(candidate))
+    ratios.push(results.get(candidate) / results.get(baseline))
+  }
+  return { baselineNs: median(b), candidateNs: median(c), ratio: median(ratios) }
+}
+
+/**
  * Starts a Node script as a server child process on core 0, with an IPC channel. `ask(message)`
  * sends a message and resolves with the next one the child sends back; `ask()` with nothing waits
  * for the child's first message (its "ready").

@@ -5,7 +5,7 @@
 //   node bench/micro.mjs [--rounds 15] [--json]
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
-import { median } from './lib.mjs'
+import { alternate } from './lib.mjs'
 
 const require = createRequire(import.meta.url)
 const { all, createPool, createScope } = require('@tether/core')
@@ -32,24 +32,12 @@ async function time(fn, iterations) {
 async function compare({ name, baseline, candidate, iterations, target }) {
   await time(baseline.fn, iterations)
   await time(candidate.fn, iterations)
-  const ratios = []
-  const b = []
-  const c = []
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? [baseline, candidate] : [candidate, baseline]
-    const results = new Map()
-    for (const contender of order) results.set(contender, await time(contender.fn, iterations))
-    b.push(results.get(baseline))
-    c.push(results.get(candidate))
-    ratios.push(results.get(candidate) / results.get(baseline))
-  }
+  const medians = await alternate(rounds, baseline, candidate, (contender) => time(contender.fn, iterations))
   return {
     name,
     baseline: baseline.name,
     candidate: candidate.name,
-    baselineNs: median(b),
-    candidateNs: median(c),
-    ratio: median(ratios),
+    ...medians,
     target,
   }
 }
