@@ -5,6 +5,7 @@
 //
 //   pnpm bench -- --profile                      (or: node bench/profile.mjs)
 //   node bench/profile.mjs --seconds 8 --top 20 'express + tether' 'express bare'
+//   node bench/profile.mjs --path /fanout 'express + tether'   (the fan-out route: all() of three tasks)
 //
 // Uses the built packages (pnpm build); the .cpuprofile files are kept in bench/results/profiles/
 // (open them in Chrome's DevTools or speedscope).
@@ -20,12 +21,14 @@ const { values, positionals } = parseArgs({
     seconds: { type: 'string', default: '5' },
     top: { type: 'string', default: '12' },
     connections: { type: 'string', default: '32' },
+    path: { type: 'string', default: '/' },
     json: { type: 'boolean' },
   },
 })
 const SECONDS = Number(values.seconds)
 const TOP = Number(values.top)
 const CONNECTIONS = Number(values.connections)
+const PATH = values.path
 const contenders =
   positionals.length > 0 ? positionals : ['express bare', 'express + tether', 'fastify bare', 'fastify + tether']
 const serverScript = fileURLToPath(new URL('http-server.mjs', import.meta.url))
@@ -39,7 +42,7 @@ async function load(port, ms) {
   const one = () =>
     new Promise((resolve, reject) => {
       http
-        .get({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+        .get({ host: '127.0.0.1', port, path: PATH, agent }, (res) => {
           res.resume()
           res.on('end', resolve)
         })
@@ -82,7 +85,7 @@ for (const name of contenders) {
   const dir = `${profiles}${name.replace(/[^a-z0-9]+/gi, '-')}/`
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  const server = startServer(serverScript, [name], ['--cpu-prof', `--cpu-prof-dir=${dir}`])
+  const server = startServer(serverScript, [name], ['--cpu-prof', '--cpu-prof-interval=100', `--cpu-prof-dir=${dir}`])
   const { ports } = await server.ask()
   await load(ports[name], 1_000) // warm-up, profiled too but dwarfed by the measured window
   const requests = await load(ports[name], SECONDS * 1_000)
