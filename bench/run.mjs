@@ -76,6 +76,8 @@ let micro
 let microLines
 const OTHER_LINES = ['22', '24', '26'].filter((line) => line !== values.node)
 let httpResults
+// The HTTP pairs on the other maintained lines: the targets hold on every one of them.
+let httpLines
 let soak
 let outbound
 let overload
@@ -92,6 +94,7 @@ if (values['report-only']) {
     micro,
     microLines,
     http: httpResults,
+    httpLines,
     soak,
     outbound,
     overload,
@@ -109,6 +112,9 @@ if (values['report-only']) {
   events = runJson('diagnostics.mjs', ['--rounds', quick ? '7' : '15'])
   hotPath = runJson('hot-path.mjs', [])
   httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
+  httpLines = OTHER_LINES.map((line) =>
+    runJson('http.mjs', ['--rounds', quick ? '4' : '10', '--seconds', quick ? '1' : '2'], line),
+  )
   // HTTP/2 (Fastify with http2: true, loaded by h2load or bench/h2-load.mjs): rows of the same table.
   const h2 = runJson('http2.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
   httpResults.results.push(...h2.results.map((r) => ({ ...r, name: `${r.name} (${h2.generator})` })))
@@ -122,7 +128,21 @@ if (values['report-only']) {
   writeFileSync(
     resultsFile,
     JSON.stringify(
-      { micro, microLines, http: httpResults, soak, outbound, overload, workers, events, hotPath, command, when, cpu },
+      {
+        micro,
+        microLines,
+        http: httpResults,
+        httpLines,
+        soak,
+        outbound,
+        overload,
+        workers,
+        events,
+        hotPath,
+        command,
+        when,
+        cpu,
+      },
       null,
       2,
     ),
@@ -184,6 +204,20 @@ const linesTable = micro.results.map(
   (r) =>
     `| ${r.name} | ${lines.map((line) => fixed(line.results.find((x) => x.name === r.name)?.ratio ?? Number.NaN)).join(' | ')} |`,
 )
+// One row per HTTP pair (HTTP/1.1: the pairs every line runs), one column per Node line.
+const httpByLine = [httpResults, ...(httpLines ?? [])].sort(
+  (a, b) => Number(a.node.slice(1).split('.')[0]) - Number(b.node.slice(1).split('.')[0]),
+)
+const httpLinesTable =
+  (httpLines ?? []).length === 0
+    ? []
+    : httpResults.results
+        .filter((r) => httpByLine.every((line) => line.results.some((x) => x.name === r.name)))
+        .map((r) => {
+          const ratios = httpByLine.map((line) => line.results.find((x) => x.name === r.name).cpuRatio)
+          const target = r.target === undefined ? '' : `≥ ${r.target}: ${verdict(ratios.every((x) => x >= r.target))}`
+          return `| ${r.name} | \`${r.path}\` | ${ratios.map((x) => `**${fixed(x, 3)}**`).join(' | ')} | ${target} |`
+        })
 const outboundTable = (outbound?.results ?? []).map(
   (r) =>
     `| ${r.name.replace('outbound: ', '')} | ${fixed(r.baselineCpuUs, 1)} µs | ${fixed(r.candidateCpuUs, 1)} µs | **${fixed(r.cpuRatio, 3)}** | ${Math.round(r.baselineRate)} / ${Math.round(r.candidateRate)} (${fixed(r.rateRatio, 3)}) |`,
@@ -220,6 +254,18 @@ more than the baseline**.
 | --- | --- | --- | --- | --- | --- | --- |
 ${httpTable.join('\n')}
 ${
+  httpLinesTable.length === 0
+    ? ''
+    : `
+### On each maintained Node line
+
+The same pairs, same method, run on each line (${httpLines[0].rounds} rounds on the lines other than ${httpResults.node}):
+
+| comparison | route | ${httpByLine.map((line) => `Node ${line.node}`).join(' | ')} | target, on every line |
+| --- | --- | ${httpByLine.map(() => '---').join(' | ')} | --- |
+${httpLinesTable.join('\n')}
+`
+}${
   hotPath === undefined
     ? ''
     : `

@@ -1,5 +1,6 @@
 import { getEventListeners } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { inspect as inspectValue } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import {
   all,
@@ -388,6 +389,44 @@ describe('the group signal, once the group is done, whoever holds it', () => {
     expect(() => held?.throwIfAborted()).toThrow('task group finished')
   })
 
+  it('aborts with a reason that reads like a stack-less CanceledError, a new one each time', async () => {
+    const held: AbortSignal[] = []
+    const keep = (signal: AbortSignal) => {
+      held.push(signal)
+    }
+    await all([keep])
+    const group = new TaskGroup()
+    group.go(keep)
+    await group.wait()
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    const expected = new CanceledError('task group finished')
+    Error.stackTraceLimit = limit
+    const [fromAll, fromGroup] = held.map((signal) => signal.reason as CanceledError)
+    for (const reason of [fromAll, fromGroup]) {
+      expect(reason).toBeInstanceOf(CanceledError)
+      expect(reason).toBeInstanceOf(Error)
+      expect(isCanceled(reason)).toBe(true)
+      expect([reason?.name, reason?.message, reason?.code, reason?.statusCode, reason?.expose]).toEqual([
+        'CanceledError',
+        'task group finished',
+        'TETHER_CANCELED',
+        499,
+        true,
+      ])
+      expect(reason?.stack).toBe(expected.stack)
+      expect(String(reason)).toBe(String(expected))
+      expect(Object.keys(reason as object)).toEqual(Object.keys(expected))
+      expect(JSON.stringify(reason)).toBe(JSON.stringify(expected))
+      expect(inspectValue(reason)).toBe(inspectValue(expected))
+      // Decorating it (undici's fetch defines `stack`) works and stays on this one.
+      Object.defineProperty(reason, 'stack', { value: 'decorated', configurable: true })
+      expect(reason?.stack).toBe('decorated')
+    }
+    expect(fromAll).not.toBe(fromGroup)
+    expect(fromGroup?.stack).toBe('decorated')
+    expect(fromAll?.message).toBe('task group finished')
+  })
   it('keeps the reason of a failure rather than replacing it with "finished"', async () => {
     let held: AbortSignal | undefined
     const failure = new Error('boom')

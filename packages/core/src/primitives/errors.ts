@@ -139,6 +139,40 @@ export function isPoolOverloaded(error: unknown): error is PoolOverloadedError {
 }
 
 /**
+ * A maker of `CanceledError`s for the endings that happen by the million and are almost never
+ * read: a response finished, a fan-out finished. V8 spends about 0.3 µs making any `Error`, stack
+ * or not; a finished fan-out must abort its signal (work left holding it is told to stop), so that
+ * cost was paid by every `all()`. These are made as plain objects on a prototype (itself on
+ * `CanceledError.prototype`) that carries the message and the stack line a stack-less
+ * `new CanceledError(message)` has (`CanceledError: <message>`, no frames), with the same own
+ * enumerable fields in the same order: `instanceof`, `isCanceled()`, `util.inspect`, JSON and
+ * assigning `stack` or `message` behave the same. Only `util.types.isNativeError()`,
+ * `Error.isError()` and `structuredClone()` (which keeps own fields only) tell them apart.
+ *
+ * Never shared or frozen: each call makes a new one, and consumers decorate the reason they
+ * receive.
+ *
+ * @internal
+ */
+export function routineCancel(message: string): () => CanceledError {
+  const writable = { writable: true, configurable: true, enumerable: false }
+  const prototype = Object.create(CanceledError.prototype, {
+    stack: { value: `CanceledError: ${message}`, ...writable },
+    message: { value: message, ...writable },
+  }) as object
+  return () => {
+    const error = Object.create(prototype) as Record<string, unknown>
+    // The class fields in declaration order, as the constructor defines them.
+    error.code = 'TETHER_CANCELED'
+    error.statusCode = 499
+    error.status = 499
+    error.expose = true
+    error.name = 'CanceledError'
+    return error as unknown as CanceledError
+  }
+}
+
+/**
  * Builds an error without capturing a stack trace. Abort reasons are made on hot paths (every
  * timed-out or hung-up request) and their stack would only point into tether's own timers;
  * capturing it costs microseconds and can retain request objects (fastify#7033).

@@ -1,6 +1,5 @@
 import {
   type AbortOwner,
-  CanceledError,
   counters,
   type InflightEntry,
   isDeadlineReason,
@@ -12,6 +11,7 @@ import {
   lazyReason,
   reasonValue,
   removeInflight,
+  routineCancel,
   type Scope,
   type TrackingPolicy,
 } from '../primitives/index.js'
@@ -32,10 +32,11 @@ export const kRecord = Symbol.for('tether.request')
 /** @internal */
 export type TetheredResponse = HttpResponse & { [kRecord]?: TetheredRequest | undefined }
 
-const responseFinished = () => new CanceledError('response finished')
-const clientClosed = () => new CanceledError('client closed the connection')
+// How a request's scope ends, made only when read (see lazyReason) and then cheaply.
+const responseFinished = routineCancel('response finished')
+const clientClosed = routineCancel('client closed the connection')
 // HTTP/2: one request of many on the connection was reset (RST_STREAM); its siblings go on.
-const clientReset = () => new CanceledError('client reset the stream')
+const clientReset = routineCancel('client reset the stream')
 
 /** @internal One request in flight: what the registry lists and what reacts when its scope aborts. */
 export class TetheredRequest implements InflightEntry, AbortOwner {
