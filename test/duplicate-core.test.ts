@@ -72,11 +72,65 @@ function node(args: string[], env: Record<string, string> = {}): { stdout: strin
   return { stdout: result.stdout, stderr: result.stderr }
 }
 
-function runApp(secondCopyPath: string): { seen: Record<string, unknown>; stderr: string } {
+// Runs in a child process: one copy tracks an HTTP/2 server's connections (as the adapter's copy
+// does at the first request, or the app's with onShutdown()), the other hardens it (the app's
+// hardenServer(), or the Fastify plugin's `harden`). A raw client completes a request on stream 1,
+// then stalls the header block of stream 3: only the stream the tracking copy saw opened tells
+// the hardening copy's check that a header block is pending (headersTimeout) rather than the
+// session idle (keepAliveTimeout).
+const H2_APP = `
+const http2 = require('node:http2')
+const net = require('node:net')
+const { setTimeout: sleep } = require('node:timers/promises')
+const workspaceCore = require(process.env.ROOT + '/packages/core/dist/index.js')
+const secondCore = require(process.env.SECOND_COPY)
+const [tracking, hardening] = process.env.ORDER === 'workspace-tracks' ? [workspaceCore, secondCore] : [secondCore, workspaceCore]
+let served = 0
+const server = http2.createServer((req, res) => {
+  served++
+  res.end('hello')
+})
+tracking.trackConnections(server)
+hardening.hardenServer(server, { headersTimeout: 300, keepAliveTimeout: 60_000, checkInterval: 50 })
+server.listen(0, '127.0.0.1', async () => {
+  const seen = { distinctCopies: workspaceCore.hardenServer !== secondCore.hardenServer }
+  const socket = net.connect(server.address().port, '127.0.0.1')
+  socket.on('error', () => undefined)
+  socket.resume()
+  const closed = new Promise((resolve) => socket.on('close', resolve))
+  socket.write('PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n')
+  socket.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+  // A complete GET / on stream 1 (END_STREAM | END_HEADERS).
+  socket.write(Buffer.from([0, 0, 6, 1, 0x05, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41, 0x01, 0x61]))
+  for (let i = 0; i < 200 && served === 0; i++) await sleep(10)
+  seen.served = served
+  await sleep(100)
+  // Stream 3's HEADERS without END_HEADERS, then silence.
+  const started = Date.now()
+  socket.write(Buffer.from([0, 0, 1, 1, 0, 0, 0, 0, 3, 0x82]))
+  const timedOut = sleep(3_000, undefined, { ref: false }).then(() => 'still open')
+  const outcome = await Promise.race([closed.then(() => 'closed'), timedOut])
+  seen.outcome = outcome
+  seen.closedAfterMs = Date.now() - started
+  socket.destroy()
+  server.close()
+  console.log(JSON.stringify(seen))
+})
+`
+
+function runApp(secondCopyPath: string, app = APP, env: Record<string, string> = {}) {
   const script = join(sandbox, 'app.cjs')
-  writeFileSync(script, APP)
-  const { stdout, stderr } = node([script], { ROOT: root, SECOND_COPY: secondCopyPath })
-  return { seen: JSON.parse(stdout.trim().split('\n').pop() ?? '{}'), stderr }
+  writeFileSync(script, app)
+  const { stdout, stderr } = node([script], { ...env, ROOT: root, SECOND_COPY: secondCopyPath })
+  return { seen: JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as Record<string, unknown>, stderr }
+}
+
+// The protocol number of the built package: the tests below load copies that speak another one.
+function builtProtocol(): number {
+  const source = readFileSync(join(root, 'packages', 'core', 'dist', 'primitives', 'shared.js'), 'utf8')
+  const found = /exports\.PROTOCOL = (\d+);/.exec(source)
+  if (found === null) throw new Error('no `exports.PROTOCOL = n;` in the built shared.js')
+  return Number(found[1])
 }
 
 afterAll(() => rmSync(sandbox, { recursive: true, force: true }))
@@ -97,18 +151,38 @@ describe('two copies of @tether/core in one app', () => {
     })
   })
 
-  it('warns loudly at load time when the copies cannot share requests', () => {
-    const path = secondCopy('other-protocol', (dir) => {
+  it.each([
+    ['an older', -1],
+    ['a newer', +1],
+  ])('warns loudly at load time beside %s copy, which cannot share requests', (_which, step) => {
+    const protocol = builtProtocol()
+    const other = protocol + step
+    const path = secondCopy(`protocol-${other}`, (dir) => {
       const file = join(dir, 'dist', 'primitives', 'shared.js')
       const source = readFileSync(file, 'utf8')
-      const edited = source.replace(/PROTOCOL = 1\b/, 'PROTOCOL = 2')
+      const edited = source.replace(`exports.PROTOCOL = ${protocol};`, `exports.PROTOCOL = ${other};`)
       expect(edited).not.toBe(source) // the copy really speaks another protocol
       writeFileSync(file, edited)
     })
     const first = JSON.stringify(join(root, 'packages', 'core', 'dist', 'index.js'))
     const { stderr } = node(['-e', `require(${first}); require(${JSON.stringify(path)})`])
     expect(stderr).toContain('TetherDuplicateWarning')
-    expect(stderr).toContain('protocol 1 at')
-    expect(stderr).toContain('protocol 2 at')
+    expect(stderr).toContain(`protocol ${protocol} at`)
+    expect(stderr).toContain(`protocol ${other} at`)
   })
+
+  it.each([
+    ['the workspace copy tracks', 'workspace-tracks'],
+    ['the second copy tracks', 'second-tracks'],
+  ])(
+    'bounds a stalled header block by headersTimeout when one copy tracks an HTTP/2 server and the other hardens it (%s)',
+    (_name, order) => {
+      const { seen, stderr } = runApp(secondCopy('http2'), H2_APP, { ORDER: order })
+      expect(stderr).not.toContain('TetherDuplicateWarning')
+      expect(seen).toMatchObject({ distinctCopies: true, served: 1, outcome: 'closed' })
+      // headersTimeout (300 ms) plus check intervals; an idle session would wait keepAliveTimeout (60 s).
+      expect(seen.closedAfterMs).toBeGreaterThanOrEqual(300 - 60)
+      expect(seen.closedAfterMs).toBeLessThan(300 + 2_000)
+    },
+  )
 })

@@ -5,6 +5,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createTether, hardenServer, inspect, shutdown } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
+import { trackServer } from '../packages/core/src/server/connections.js'
+import { ignoreNodeStreamLists } from '../packages/core/src/server/sessions.js'
 import { connect, eventually } from './support/http.js'
 import {
   destroyClients,
@@ -15,12 +17,6 @@ import {
   startFastify,
   tls,
 } from './support/http2.js'
-
-// The internal test hook of server/sessions.ts: sessions accepted while it is set track their
-// streams one by one, as on a Node whose own list of a session's streams is not reachable.
-function trackStreamsOneByOne(enabled: boolean): void {
-  ;(globalThis as Record<symbol, unknown>)[Symbol.for('tether.test.noNodeStreams')] = enabled
-}
 
 // HTTP/2 end to end: Node's http2 client against the core on node:http2 and Fastify with
 // `http2: true`, over h2c and TLS, on 127.0.0.1. As in the HTTP/1.1 suites, bounds are one-sided
@@ -200,15 +196,18 @@ describe.each(variants)('$name: a request scope on a stream', (variant) => {
 })
 
 describe('shutdown of an HTTP/2 server', () => {
-  afterEach(() => trackStreamsOneByOne(false))
+  afterEach(() => ignoreNodeStreamLists(false))
 
   it('tracks streams itself where Node does not show its own list, with the same outcome', async () => {
-    trackStreamsOneByOne(true)
+    // Sessions accepted from here on track their streams one by one, as on a Node whose own list
+    // of a session's streams is not reachable.
+    ignoreNodeStreamLists(true)
     running = await startCore({ secure: false, grace: GRACE })
     const session = running.connect()
     const quick = request(session, '/finish?ms=150')
     const stuck = request(session, '/hang')
     await eventually(() => inspect().inflight.length >= 2, 2_000, 'streams in flight')
+    expect(trackServer(running.server).h2?.perStream).toBe(true) // the fallback is what is tested
     const report = await running.shutdown()
     expect((await quick).status).toBe(200)
     expect((await stuck).status).toBe(503)

@@ -1,13 +1,12 @@
+import { shared } from '../primitives/index.js'
 import type { OutboundOrigin } from './outbound.js'
 
 // Every live outbound transport, for inspect() and the metrics; shared across copies of the
-// package like the registry. Held weakly: a scoped fetch dropped without close() is forgotten once
-// its last socket has closed (an open socket keeps its transport reachable through undici's pool).
-const kLive = Symbol.for('tether.outbound')
-const globals = globalThis as { [kLive]?: Set<WeakRef<{ origins(): OutboundOrigin[] }>> }
-if (globals[kLive] === undefined) globals[kLive] = new Set()
+// package like the registry (the adapter's debug route lists what the app's copy made). Held
+// weakly: a scoped fetch dropped without close() is forgotten once its last socket has closed (an
+// open socket keeps its transport reachable through undici's pool).
 /** @internal */
-export const live = globals[kLive]
+export const live = shared('tether.outbound', () => new Set<WeakRef<{ origins(): OutboundOrigin[] }>>())
 
 /**
  * Every origin of every live outbound dispatcher, counts summed per origin.

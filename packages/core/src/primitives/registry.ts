@@ -1,6 +1,7 @@
 import diagnostics from 'node:diagnostics_channel'
 import { lingeringChannel, type TaskMessage } from './diagnostics.js'
 import type { Scope } from './scope.js'
+import { shared } from './shared.js'
 
 /**
  * Process-wide bookkeeping: cumulative counters, the requests in flight, and the tasks that
@@ -120,8 +121,6 @@ export class TrackedTask {
 /** Tracking policy for scopes that do not belong to a request. */
 export const defaultPolicy: TrackingPolicy = Object.freeze({ leakAfter: 10_000, captureStacks: false })
 
-const kState = Symbol.for('tether.registry')
-
 /**
  * A request in the in-flight list. The list is intrusive (the request carries its own links), so
  * entering and leaving it allocates nothing and hashes nothing: it happens twice per request.
@@ -156,38 +155,34 @@ interface RegistryState {
 
 // Kept on globalThis so that two copies of this package (a duplicated install) still agree on what
 // is in flight and what is lingering: a test's assertNoLingering must see every request.
-const globals = globalThis as { [kState]?: RegistryState }
-if (globals[kState] === undefined) {
-  globals[kState] = {
-    counters: {
-      requests: 0,
-      deadlineExceeded: 0,
-      clientClosed: 0,
-      lateWrites: 0,
-      lingering: 0,
-      leaked: 0,
-      shed: 0,
-      ignoredDeadlineHeaders: 0,
-      refusedDuringShutdown: 0,
-      abortedByShutdown: 0,
-      outboundShed: 0,
-      writeTimeouts: 0,
-      slowReaders: 0,
-      idleEvicted: 0,
-      workerShed: 0,
-      workerAborted: 0,
-    },
-    inflightHead: undefined,
-    lingering: new Set(),
-    leaked: new Set(),
-    settledObservers: new Set(),
-    ending: [],
-    endingCheck: undefined,
-    sweepTimer: undefined,
-    sweepAt: 0,
-  }
-}
-const state: RegistryState = globals[kState]
+const state = shared<RegistryState>('tether.registry', () => ({
+  counters: {
+    requests: 0,
+    deadlineExceeded: 0,
+    clientClosed: 0,
+    lateWrites: 0,
+    lingering: 0,
+    leaked: 0,
+    shed: 0,
+    ignoredDeadlineHeaders: 0,
+    refusedDuringShutdown: 0,
+    abortedByShutdown: 0,
+    outboundShed: 0,
+    writeTimeouts: 0,
+    slowReaders: 0,
+    idleEvicted: 0,
+    workerShed: 0,
+    workerAborted: 0,
+  },
+  inflightHead: undefined,
+  lingering: new Set(),
+  leaked: new Set(),
+  settledObservers: new Set(),
+  ending: [],
+  endingCheck: undefined,
+  sweepTimer: undefined,
+  sweepAt: 0,
+}))
 // A copy of an older version may have made the counters and the state before this one was loaded.
 state.counters.outboundShed ??= 0
 state.leaked ??= new Set()

@@ -4,6 +4,13 @@ import type { Scope } from './scope.js'
 
 // The members the rest of the package reaches a scope through (group, pool, request binding),
 // keyed by `Symbol.for` so that a scope made by another copy of the package answers to them too.
+// Every one of them is reached across copies: the current scope (one AsyncLocalStorage for all
+// copies) is often the adapter's copy's while the app's copy runs all(), a pool or scopedFetch,
+// which track tasks on it, subscribe to it and read its request and reason; a group under another
+// copy's scope holds a scope that copy made (Scope.create goes through the parent's child()) and
+// sets its owner and task hold, and aborts it; a shutdown from the app's copy aborts the adapter's
+// request scopes; a scope notifies subscribers of another copy through their own links; and a
+// scope's signal, passed as an option to another copy, leads back to its scope.
 
 // Tags a scope's signal with its scope, so that a scope's own signal passed back to us as a
 // `signal` option is followed through a direct parent→child link rather than an abort listener.

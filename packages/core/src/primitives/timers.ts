@@ -20,16 +20,20 @@
 // setTimeout cannot wait longer than this; farther due times are reached in hops.
 const MAX_TIMER_DELAY = 2 ** 31 - 1
 
+// The links of an entry in a list, private to this copy of the package: the lists are this
+// module's own, and a scope is only ever put into the lists of the copy whose code arms it (a
+// parent made by another copy spawns its children through its own code), so no other copy reads
+// them. Plain symbols, not `Symbol.for`: the same fields, just not reachable from another copy.
 /** @internal */
-export const kDue = Symbol.for('tether.timer.due')
+export const kDue = Symbol('tether.timer.due')
 /** @internal */
-export const kPrev = Symbol.for('tether.timer.prev')
+export const kPrev = Symbol('tether.timer.prev')
 /** @internal */
-export const kNext = Symbol.for('tether.timer.next')
+export const kNext = Symbol('tether.timer.next')
 /** @internal */
-export const kList = Symbol.for('tether.timer.list')
+export const kList = Symbol('tether.timer.list')
 /** @internal */
-export const kExpire = Symbol.for('tether.timer.expire')
+export const kExpire = Symbol('tether.timer.expire')
 
 /** Something waiting for a due time: the fields are its links in a list. @internal */
 export interface Timed {

@@ -101,6 +101,8 @@ interface ConcurrencyState {
 // Shared by every copy of the package, like the registry: inspect() lists every limit.
 const state = shared<ConcurrencyState>('tether.concurrency', () => ({ limits: new Set(), shed: 0 }))
 
+// Shared like the request record (tethered-request.ts): a request bound by bindings of two copies
+// takes one slot, and the inner binding's route exemption frees the outer one's slot.
 const kSlot = Symbol.for('tether.concurrency.slot')
 type SlottedResponse = HttpResponse & { [kSlot]?: Slot }
 

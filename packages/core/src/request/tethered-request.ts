@@ -27,7 +27,11 @@ import {
 import { type RequestEndReason, requestEndChannel } from './request-diagnostics.js'
 import type { Tether } from './tether.js'
 
-/** @internal */
+/**
+ * @internal The request's record on its response. Shared: a request reaching bindings of two copies
+ * (an app and a sub-app whose adapters resolved different copies, or an app's own `createTether()`
+ * beside an adapter) is owned by the first, and the second only tightens its deadline.
+ */
 export const kRecord = Symbol.for('tether.request')
 /** @internal */
 export type TetheredResponse = HttpResponse & { [kRecord]?: TetheredRequest | undefined }

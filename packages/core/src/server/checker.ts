@@ -13,6 +13,9 @@ interface Checker {
   readonly checks: Map<symbol, () => void>
 }
 
+// Shared, with the slots of the checks (delivery.ts, idle.ts, sessions.ts): hardening one server
+// from two copies (the Fastify plugin's `harden` and the app's own hardenServer()) leaves one
+// interval and one check per concern, the later call replacing the earlier as within one copy.
 const kChecker = Symbol.for('tether.checker')
 type CheckedServer = (Server | Http2Server | Http2SecureServer) & { [kChecker]?: Checker }
 

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http'
 import type { Socket } from 'node:net'
-import { checkFunction } from '../primitives/index.js'
+import { checkFunction, shared } from '../primitives/index.js'
 import {
   checkServer,
   type HttpRequest,
@@ -47,9 +47,12 @@ export interface ServerState {
   readonly shutdownListeners: Set<(notice: ShutdownNotice) => void>
 }
 
+// Marks on the sockets of the servers' shared state (below), read by every copy: a socket marked
+// tracked by one copy is not adopted again by another (which would add a second 'close' listener
+// to a keep-alive socket per request), and a connection still in its TLS handshake is one to the
+// shutdown, idle and delivery checks of whichever copy runs them.
 const kTracked = Symbol.for('tether.tracked')
 const kHandshaking = Symbol.for('tether.handshaking')
-const kState = Symbol.for('tether.serverStates')
 type TrackedSocket = Socket & {
   [kTracked]?: true
   [kHandshaking]?: true
@@ -83,10 +86,10 @@ export function connectionPhase(socket: Socket): ConnectionPhase {
   return tracked.bytesRead === 0 ? 'unread' : 'idle'
 }
 
-// Shared across copies of the package, like the registry: a shutdown must see every connection.
-const globals = globalThis as { [kState]?: WeakMap<HttpServer, ServerState> }
-if (globals[kState] === undefined) globals[kState] = new WeakMap()
-const states = globals[kState]
+// Shared across copies of the package, like the registry: a shutdown must see every connection
+// the adapter's copy adopted (the app calls shutdown() from its own copy), and hardening one
+// server from two copies must find one state.
+const states = shared('tether.serverStates', () => new WeakMap<HttpServer, ServerState>())
 
 function remember(state: ServerState, socket: TrackedSocket): void {
   socket[kTracked] = true

@@ -114,6 +114,8 @@ interface Watch {
 }
 
 const kWatch = Symbol('tether.delivery')
+// The check's slot in the server's checker, shared like the checker (see checker.ts). The watch
+// above is only read by the check that wrote it: a check replaced by another copy starts afresh.
 const kWatcher = Symbol.for('tether.deliveryWatcher')
 type WatchedSocket = Socket & {
   /** True on a TLS socket. */

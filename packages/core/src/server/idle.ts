@@ -15,6 +15,8 @@ import { connectionPhase, trackServer } from './connections.js'
 
 const kIdleSince = Symbol('tether.idleSince')
 const kIdleRead = Symbol('tether.idleRead')
+// The check's slot in the server's checker, shared like the checker (see checker.ts); the idle
+// marks above are only read by the check that wrote them.
 const kIdleWatcher = Symbol.for('tether.idleWatcher')
 
 type IdleSocket = Socket & {

@@ -72,6 +72,8 @@ export function abandon(res: HttpResponse, answerWith: Answer): void {
   seal(res)
 }
 
+// Shared: a shutdown run from the app's copy must see the responses the adapter's copy sealed, or
+// it would answer them again (into the counted no-ops, as late writes).
 const kSealed = Symbol.for('tether.sealed')
 
 function countWrite(this: ServerResponse, ...args: unknown[]): ServerResponse {

@@ -10,6 +10,8 @@ import { counters } from '../primitives/index.js'
 import { setCheck } from './checker.js'
 import { answerBody, SHUTTING_DOWN } from './response.js'
 
+// The HTTP/2 check's slot in the server's checker (see checker.ts): shared, so that hardening the
+// same server again from another copy replaces this check instead of adding a second one.
 const kSessionsCheck = Symbol.for('tether.sessionsCheck')
 
 const {
@@ -23,18 +25,25 @@ const {
 // Sessions and streams of an HTTP/2 server, as shutdown and hardening need to see them: what
 // protocol.ts says about the protocols, for the unit HTTP/2 multiplexes requests on.
 
-// Sessions and streams of an HTTP/2 server, as shutdown and hardening need to see them.
-
-const kActiveAt = Symbol('tether.activeAt')
-const kLastStream = Symbol('tether.lastStreamId')
-const kOpenedStream = Symbol('tether.openedStreamId')
+// What a session carries from the copy of the package that tracks its server (the sessions are in
+// the server's state, which every copy shares: see connections.ts) to the copy that hardens or
+// shuts that server down, or binds its requests: shared keys. The copy that tracks the server
+// adopts each session and notes each stream it opens; the hardening copy's check reads both
+// (without the opened stream, a header block stalled on a later stream looks idle, and waits
+// keepAliveTimeout instead of headersTimeout); the shutting-down copy ends the raw socket.
+const kActiveAt = Symbol.for('tether.session.activeAt')
+const kLastStream = Symbol.for('tether.session.lastStreamId')
+const kOpenedStream = Symbol.for('tether.session.openedStreamId')
+const kRawSocket = Symbol.for('tether.session.rawSocket')
+const kServerOf = Symbol.for('tether.session.server')
+const kStreams = Symbol.for('tether.session.streams')
+// Marks a session's socket as tracked, as connections.ts marks HTTP/1.1 sockets (the same key).
+const kTracked = Symbol.for('tether.tracked')
+// Read only by the code that wrote them: the check's own dates for a stream, and the socket's way
+// back to its session, read by the 'connection' listener of the copy that adopted the session.
 const kBornAt = Symbol('tether.bornAt')
 const kEndedAt = Symbol('tether.endedAt')
 const kSessionOf = Symbol('tether.sessionOf')
-const kRawSocket = Symbol('tether.rawSocket')
-const kServerOf = Symbol('tether.serverOf')
-const kStreams = Symbol('tether.streams')
-const kTracked = Symbol.for('tether.tracked')
 
 /** The open streams of a session: Node's own map, or tether's set where that is not reachable. */
 interface StreamList {
@@ -76,12 +85,25 @@ export interface SessionState {
 // CPU. If a Node version ever moves it, tether falls back to tracking streams itself.
 let nodeStateKey: symbol | null | undefined
 
-// The fallback is exercised by the tests on a Node that has the list: setting this global flag
-// makes sessions accepted afterwards track their streams one by one. Not an API.
-const kNoNodeStreams = Symbol.for('tether.test.noNodeStreams')
+// Set only by the tests (see ignoreNodeStreamLists), on a Node that has the list.
+let ignoreNodeLists = false
+
+/**
+ * Makes sessions accepted from now on track their streams one by one, as on a Node whose own list
+ * of a session's streams is not reachable, so that the tests exercise the fallback on a Node that
+ * has the list. Not exported from any entry point of the package: the tests import it from this
+ * file. Nothing outside the package can make Node's list unreachable without breaking Node, which
+ * reads it too, so this seam lives here; it is this copy's own flag, on nothing shared.
+ *
+ * @param ignore - true to ignore Node's lists, false to use them again
+ * @internal
+ */
+export function ignoreNodeStreamLists(ignore: boolean): void {
+  ignoreNodeLists = ignore
+}
 
 function nodeStreams(session: Http2Session): StreamList | undefined {
-  if ((globalThis as { [kNoNodeStreams]?: boolean })[kNoNodeStreams] === true) return undefined
+  if (ignoreNodeLists) return undefined
   if (nodeStateKey === undefined) {
     nodeStateKey = Object.getOwnPropertySymbols(session).find((key) => key.description === 'state') ?? null
   }
