@@ -74,10 +74,11 @@ function selfTime(profile) {
   }
   const total = profile.samples.length
   const ranked = [...counts].sort((a, b) => b[1] - a[1]).map(([name, count]) => ({ name, share: count / total }))
-  const tether = ranked
-    .filter(({ name }) => /packages\/(core|express|fastify)\/|@tether\//.test(name))
-    .reduce((sum, { share }) => sum + share, 0)
-  return { total, ranked, tether }
+  const own = ranked.filter(({ name }) => /packages\/(core|express|fastify)\/|@tether\//.test(name))
+  const tether = own.reduce((sum, { share }) => sum + share, 0)
+  // Busy samples: those of a running process, not an idle one waiting for the next request.
+  const busy = 1 - (ranked.find(({ name }) => name === '(idle)')?.share ?? 0)
+  return { total, ranked, tether, own, busy }
 }
 
 const results = {}
@@ -94,8 +95,16 @@ for (const name of contenders) {
     server.stop()
   })
   const file = readdirSync(dir).find((entry) => entry.endsWith('.cpuprofile'))
-  const { total, ranked, tether } = selfTime(JSON.parse(readFileSync(`${dir}${file}`, 'utf8')))
-  results[name] = { requests, samples: total, tetherShare: tether, top: ranked.slice(0, TOP) }
+  const { total, ranked, tether, own, busy } = selfTime(JSON.parse(readFileSync(`${dir}${file}`, 'utf8')))
+  results[name] = {
+    path: PATH,
+    requests,
+    samples: total,
+    busyShare: busy,
+    tetherShare: tether,
+    top: ranked.slice(0, TOP),
+    tetherTop: own.slice(0, TOP),
+  }
 }
 
 if (values.json) {
@@ -103,8 +112,10 @@ if (values.json) {
 } else {
   for (const [name, result] of Object.entries(results)) {
     console.log(
-      `\n${name}: ${result.requests} requests, ${result.samples} samples, tether's own code ${(result.tetherShare * 100).toFixed(1)}% of them`,
+      `\n${name} ${result.path}: ${result.requests} requests, ${result.samples} samples (${(result.busyShare * 100).toFixed(1)}% busy), tether's own code ${(result.tetherShare * 100).toFixed(1)}% of them`,
     )
     for (const { name: fn, share } of result.top) console.log(`  ${(share * 100).toFixed(1).padStart(5)}%  ${fn}`)
+    console.log("  tether's own functions:")
+    for (const { name: fn, share } of result.tetherTop) console.log(`  ${(share * 100).toFixed(2).padStart(5)}%  ${fn}`)
   }
 }

@@ -49,11 +49,6 @@ if (Number(values.node) !== major && !values['report-only']) {
   process.exit(spawnSync('bash', args, { stdio: 'inherit' }).status ?? 1)
 }
 
-if (values.profile) {
-  const script = fileURLToPath(new URL('profile.mjs', import.meta.url))
-  process.exit(spawnSync(process.execPath, [script], { stdio: 'inherit', cwd: root }).status ?? 1)
-}
-
 /** Runs a benchmark script and returns its JSON; on another Node line (`on`) when given. */
 function runJson(script, args, on) {
   console.error(`> ${on === undefined ? '' : `node ${on}: `}node bench/${script} ${args.join(' ')}`)
@@ -67,6 +62,36 @@ function runJson(script, args, on) {
     maxBuffer: 64 * 1024 * 1024,
   })
   return JSON.parse(out.trim().split('\n').pop())
+}
+
+// The CPU profiles keep their own results file, like the proxy scenarios: BENCHMARKS.md shows the
+// last ones taken (`pnpm bench -- --profile`, then any run or --report-only rewrites the report).
+const profileFile = `${root}bench/results/profile.json`
+if (values.profile) {
+  const hello = runJson('profile.mjs', ['--seconds', '6', '--top', '10'])
+  const fanOut = runJson('profile.mjs', [
+    '--seconds',
+    '6',
+    '--top',
+    '10',
+    '--path',
+    '/fanout',
+    'express + tether',
+    'fastify + tether',
+  ])
+  const profile = { node: process.version, when: new Date().toISOString().slice(0, 10), hello, fanOut }
+  mkdirSync(`${root}bench/results`, { recursive: true })
+  writeFileSync(profileFile, JSON.stringify(profile, null, 2))
+  for (const [name, result] of [
+    ...Object.entries(hello),
+    ...Object.entries(fanOut).map(([n, r]) => [`${n} /fanout`, r]),
+  ]) {
+    console.log(
+      `\n${name}: ${(result.busyShare * 100).toFixed(1)}% busy, tether's own code ${(result.tetherShare * 100).toFixed(2)}% of samples`,
+    )
+    for (const { name: fn, share } of result.tetherTop) console.log(`  ${(share * 100).toFixed(2).padStart(5)}%  ${fn}`)
+  }
+  process.exit(0)
 }
 
 const quick = values.quick === true
@@ -157,6 +182,49 @@ if (values.proxies && !values['report-only']) {
   writeFileSync(proxiesFile, JSON.stringify(runJson('proxies.mjs', ['--rounds', quick ? '1' : '3']), null, 2))
 }
 const proxies = existsSync(proxiesFile) ? JSON.parse(readFileSync(proxiesFile, 'utf8')) : undefined
+const profile = existsSync(profileFile) ? JSON.parse(readFileSync(profileFile, 'utf8')) : undefined
+
+/** Where a request's CPU goes: the busiest functions of tether's own code, from bench/profile.mjs. */
+function profileSection({ node, when: taken, hello, fanOut }) {
+  const pct = (share) => `${(share * 100).toFixed(2)}%`
+  const runs = [
+    ...Object.entries(hello).filter(([name]) => name.includes('tether')),
+    ...Object.entries(fanOut).map(([name, result]) => [`${name}, fan-out`, result]),
+  ]
+  const rows = runs.map(
+    ([name, r]) =>
+      `| ${name} (\`${r.path}\`) | ${pct(r.busyShare)} | **${pct(r.tetherShare)}** | ${r.tetherTop
+        .slice(0, 4)
+        .map(({ name: fn, share }) => `\`${fn.split(' ')[0]}\` ${pct(share)}`)
+        .join(', ')} |`,
+  )
+  const bare = Object.entries(hello).filter(([name]) => !name.includes('tether'))
+  return `## Where a request's CPU goes (profiles)
+
+\`pnpm bench -- --profile\` (Node ${node}, ${taken}): each contender alone in a server process under
+\`--cpu-prof\` (a sample every 100 µs), 32 keep-alive connections for 6 s; self time by function, as
+shares of all samples. The \`.cpuprofile\` files are in \`bench/results/profiles/\` (open them in
+Chrome's DevTools or speedscope). What tether adds beyond its own functions is Node's: the
+AsyncLocalStorage entry, the \`close\` listener, and for a fan-out its \`AbortController\` and the
+trusted \`Event\` every \`abort()\` builds.
+
+| contender | busy | tether's own code | its busiest functions |
+| --- | --- | --- | --- |
+${rows.join('\n')}
+
+Top of the bare apps, for comparison: ${bare
+    .map(
+      ([name, r]) =>
+        `${name}: ${r.top
+          .filter(({ name: fn }) => !fn.startsWith('('))
+          .slice(0, 3)
+          .map(({ name: fn, share }) => `\`${fn.split(' ')[0]}\` ${pct(share)}`)
+          .join(', ')}`,
+    )
+    .join('; ')}.
+
+`
+}
 
 command ??= 'pnpm bench'
 const fixed = (value, digits = 2) => (value === undefined ? '' : value.toFixed(digits))
@@ -335,7 +403,7 @@ server process.
 ${soakTable.join('\n')}
 `
 }
-${proxies === undefined ? '' : `${proxiesSection(proxies)}\n`}## Reading the results
+${proxies === undefined ? '' : `${proxiesSection(proxies)}\n`}${profile === undefined ? '' : profileSection(profile)}## Reading the results
 
 - Over HTTP/2, tether reads nothing per stream beyond what it reads per HTTP/1.1 request: the
   sessions' own lists of open streams are walked only by \`shutdown()\` and the hardening checker.
@@ -349,10 +417,14 @@ ${proxies === undefined ? '' : `${proxiesSection(proxies)}\n`}## Reading the res
   AsyncLocalStorage, and a \`close\` listener on the response) measures about 0.95 against bare
   Fastify by this method; tether's Fastify figure is within a few percent of that floor, and below
   Fastify's own \`handlerTimeout\` in cost.
-- When a fan-out finishes, tether aborts its signal only if something still listens to it (work a
-  task left behind): in Node 24 every \`abort()\` builds a trusted \`Event\` registered in a
-  WeakSet, about 0.3 µs in a tight loop and several µs per request under load. Aborting every
-  finished fan-out's signal unconditionally cost the fan-out routes above 0.10 of their ratio.
+- A finished fan-out always aborts its signal, so work a task left behind holding it (listening,
+  derived with \`AbortSignal.any\`, or polling \`aborted\`) is told to stop. Node builds a trusted
+  \`Event\` registered in a WeakSet for every \`abort()\`, listeners or not: about 0.4 µs in a tight
+  loop, more under load with the garbage it leaves. With the group's \`AbortController\` and its
+  AsyncLocalStorage entry, that is the floor of a fan-out's cost under this contract; the \`both
+  with tether\` fan-out rows show it apart from the middleware. The reason a finished fan-out or
+  response aborts with is a \`CanceledError\` made without V8's \`Error\` construction (about 10 ns
+  instead of 0.3 µs; it differs from \`new CanceledError()\` only for \`util.types.isNativeError()\`).
 - Tracking is not free for pool tasks: the tracking row is about 60 ns per task, most of it the one
   \`Date.now()\` that dates the task for the lingering report (about 45 ns on this virtual
   machine). A fan-out pays that once for all its tasks and registers nothing unless it outlives
