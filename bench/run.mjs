@@ -96,83 +96,41 @@ if (values.profile) {
 
 const quick = values.quick === true
 const resultsFile = `${root}bench/results/latest.json`
-let micro
-// The primitives on the other maintained Node lines: their costs differ by line.
-let microLines
+// Every figure of a run, kept in bench/results/latest.json so that --report-only can rewrite the
+// report. `microLines` and `httpLines`: the other maintained Node lines, whose costs differ.
 const OTHER_LINES = ['22', '24', '26'].filter((line) => line !== values.node)
-let httpResults
-// The HTTP pairs on the other maintained lines: the targets hold on every one of them.
-let httpLines
-let soak
-let outbound
-let overload
-// A small task through a worker thread vs inline, and what the lifecycle channels cost a request.
-let workers
-// What tether adds per request, counted (bench/hot-path.mjs): the same figures CI guards.
-let hotPath
-let events
-let command
-let when = new Date().toISOString().slice(0, 10)
-let cpu = `${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.cpus().length} cores, shared)`
+let run
 if (values['report-only']) {
-  ;({
-    micro,
-    microLines,
-    http: httpResults,
-    httpLines,
-    soak,
-    outbound,
-    overload,
-    workers,
-    events,
-    hotPath,
-    command,
-    when,
-    cpu,
-  } = JSON.parse(readFileSync(resultsFile, 'utf8')))
+  run = JSON.parse(readFileSync(resultsFile, 'utf8'))
 } else {
-  micro = runJson('micro.mjs', ['--rounds', quick ? '7' : '21'])
-  microLines = OTHER_LINES.map((line) => runJson('micro.mjs', ['--rounds', quick ? '5' : '15'], line))
-  workers = runJson('worker-pool.mjs', ['--rounds', quick ? '7' : '15'])
-  events = runJson('diagnostics.mjs', ['--rounds', quick ? '7' : '15'])
-  hotPath = runJson('hot-path.mjs', [])
-  httpResults = runJson('http.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
-  httpLines = OTHER_LINES.map((line) =>
-    runJson('http.mjs', ['--rounds', quick ? '4' : '10', '--seconds', quick ? '1' : '2'], line),
-  )
+  const rounds = (full, short) => ['--rounds', quick ? short : full]
+  const windows = quick ? ['--seconds', '1'] : ['--seconds', '2']
+  run = {
+    when: new Date().toISOString().slice(0, 10),
+    cpu: `${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.cpus().length} cores, shared)`,
+  }
+  run.micro = runJson('micro.mjs', rounds('21', '7'))
+  run.microLines = OTHER_LINES.map((line) => runJson('micro.mjs', rounds('15', '5'), line))
+  // A small task through a worker thread vs inline, and what the lifecycle channels cost a request.
+  run.workers = runJson('worker-pool.mjs', rounds('15', '7'))
+  run.events = runJson('diagnostics.mjs', rounds('15', '7'))
+  // What tether adds per request, counted (bench/hot-path.mjs): the same figures CI guards.
+  run.hotPath = runJson('hot-path.mjs', [])
+  run.http = runJson('http.mjs', [...rounds('12', '4'), ...windows])
+  run.httpLines = OTHER_LINES.map((line) => runJson('http.mjs', [...rounds('10', '4'), ...windows], line))
   // HTTP/2 (Fastify with http2: true, loaded by h2load or bench/h2-load.mjs): rows of the same table.
-  const h2 = runJson('http2.mjs', ['--rounds', quick ? '4' : '12', '--seconds', quick ? '1' : '2'])
-  httpResults.results.push(...h2.results.map((r) => ({ ...r, name: `${r.name} (${h2.generator})` })))
-  outbound = runJson('outbound.mjs', ['--rounds', quick ? '4' : '10', '--seconds', quick ? '1' : '2'])
-  soak = values['skip-soak'] ? [] : runJson('soak.mjs', ['--requests', quick ? '100000' : '1000000'])
-  overload = values['skip-overload']
-    ? undefined
-    : runJson('overload.mjs', ['--rounds', quick ? '1' : '5', '--seconds', '2'])
-  command = `pnpm bench${values.node === '24' ? '' : ` -- --node ${values.node}`}${quick ? ' --quick' : ''}`
+  const h2 = runJson('http2.mjs', [...rounds('12', '4'), ...windows])
+  run.http.results.push(...h2.results.map((r) => ({ ...r, name: `${r.name} (${h2.generator})` })))
+  run.outbound = runJson('outbound.mjs', [...rounds('10', '4'), ...windows])
+  run.soak = values['skip-soak'] ? [] : runJson('soak.mjs', ['--requests', quick ? '100000' : '1000000'])
+  run.overload = values['skip-overload'] ? undefined : runJson('overload.mjs', [...rounds('5', '1'), '--seconds', '2'])
+  run.command = `pnpm bench${values.node === '24' ? '' : ` -- --node ${values.node}`}${quick ? ' --quick' : ''}`
   mkdirSync(`${root}bench/results`, { recursive: true })
-  writeFileSync(
-    resultsFile,
-    JSON.stringify(
-      {
-        micro,
-        microLines,
-        http: httpResults,
-        httpLines,
-        soak,
-        outbound,
-        overload,
-        workers,
-        events,
-        hotPath,
-        command,
-        when,
-        cpu,
-      },
-      null,
-      2,
-    ),
-  )
+  writeFileSync(resultsFile, JSON.stringify(run, null, 2))
 }
+const { micro, microLines, http: httpResults, httpLines, soak, outbound, overload, workers, events, hotPath } = run
+const { when, cpu } = run
+const command = run.command ?? 'pnpm bench'
 
 // The proxy scenarios keep their own results file: they need root (or nginx and haproxy
 // installed) and take minutes, so they run only when asked and their last figures are kept.
@@ -226,7 +184,6 @@ Top of the bare apps, for comparison: ${bare
 `
 }
 
-command ??= 'pnpm bench'
 const fixed = (value, digits = 2) => (value === undefined ? '' : value.toFixed(digits))
 const verdict = (ok) => (ok ? 'meets' : '**misses**')
 
