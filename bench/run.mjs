@@ -23,7 +23,10 @@ import { proxiesSection } from './proxies.mjs'
 import { threadsSection } from './threads-report.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
+// `pnpm bench -- --profile`: pnpm 10 passes the `--` on; it is not an argument of ours.
+const args = process.argv.slice(2).filter((arg) => arg !== '--')
 const { values } = parseArgs({
+  args,
   options: {
     node: { type: 'string', default: '24' },
     quick: { type: 'boolean' },
@@ -39,14 +42,8 @@ const { values } = parseArgs({
 // script under the line asked for, fetched from the npm registry if it is not the one running.
 const major = Number(process.versions.node.split('.')[0])
 if (Number(values.node) !== major && !values['report-only']) {
-  const args = [
-    `${root}scripts/with-node.sh`,
-    values.node,
-    'node',
-    fileURLToPath(import.meta.url),
-    ...process.argv.slice(2),
-  ]
-  process.exit(spawnSync('bash', args, { stdio: 'inherit' }).status ?? 1)
+  const rerun = [`${root}scripts/with-node.sh`, values.node, 'node', fileURLToPath(import.meta.url), ...args]
+  process.exit(spawnSync('bash', rerun, { stdio: 'inherit' }).status ?? 1)
 }
 
 /** Runs a benchmark script and returns its JSON; on another Node line (`on`) when given. */
