@@ -399,8 +399,14 @@ describe('hardenServer() on an HTTP/2 server', () => {
   })
 
   it('closes the sessions idle longest past maxIdleConnections, never one with a stream open', async () => {
+    // The busy session's stream stays open until the test lets it end, however slow the machine.
+    let release = () => {}
+    const held = new Promise<void>((resolve) => (release = resolve))
     const server = hardenServer(
-      http2.createServer((req, res) => (req.url === '/slow' ? slow : hello)(req, res)),
+      http2.createServer((req, res) => {
+        if (req.url === '/held') void held.then(() => res.end('slow'))
+        else hello(req, res)
+      }),
       { maxIdleConnections: 2, checkInterval: 50 },
     )
     const url = await listen(server)
@@ -408,13 +414,21 @@ describe('hardenServer() on an HTTP/2 server', () => {
     const sessions = Array.from({ length: 4 }, () => openSession(url))
     for (const session of sessions) expect((await request(session, '/')).body).toBe('hello')
     const busy = openSession(url)
-    const slowAnswer = request(busy, '/slow')
+    const slowAnswer = request(busy, '/held')
     await eventually(() => sessions.filter((session) => session.closed).length === 2, 3_000, 'two evicted')
     // The two idle longest (opened first) went; the busy one stays.
     expect(sessions.map((session) => session.closed)).toEqual([true, true, false, false])
-    expect((await slowAnswer).body).toBe('slow')
-    expect(busy.closed).toBe(false)
     expect(inspect().counters.idleEvicted).toBe(before + 2)
+    await sleep(150)
+    expect(busy.closed).toBe(false)
+    release()
+    expect((await slowAnswer).body).toBe('slow')
+    // Its stream done, the busy session is idle too: three idle, one over the limit, and the one
+    // idle longest of them goes, not the one that has just answered.
+    await eventually(() => sessions[2]!.closed, 3_000, 'the third evicted')
+    expect(busy.closed).toBe(false)
+    expect(sessions[3]!.closed).toBe(false)
+    expect(inspect().counters.idleEvicted).toBe(before + 3)
   })
 
   it('answers 408 to a stream whose request is not complete within requestTimeout, and resets it', async () => {

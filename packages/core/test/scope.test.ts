@@ -1,6 +1,6 @@
 import { getEventListeners } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import {
   CanceledError,
   createScope,
@@ -409,6 +409,24 @@ describe('deadline timers', () => {
     expect(armedTimers()).toBe(armed)
     await abortedWithin(second.signal)
     expect(isDeadlineExceeded(second.signal.reason)).toBe(true)
+  })
+
+  it('put scopes with the same timeout into one list even when the clock ticks between reads', () => {
+    // A clock that moves on every third read: a timeout counted from one read and timed from
+    // another would land, for some scopes only, in the list one millisecond shorter.
+    const start = Date.now()
+    let reads = 0
+    const tick = vi.spyOn(Date, 'now').mockImplementation(() => start + Math.floor(reads++ / 3))
+    try {
+      const before = armedTimers()
+      const roots = Array.from({ length: 20 }, () => createScope({ timeout: 77_001 }))
+      const parent = createScope()
+      const children = Array.from({ length: 20 }, () => parent.child({ timeout: 77_001 }))
+      expect(armedTimers()).toBe(before + 1)
+      for (const scope of [...roots, ...children, parent]) scope.cancel()
+    } finally {
+      tick.mockRestore()
+    }
   })
 
   it('reuse the timer of a list that empties and fills again, one request after another', () => {

@@ -35,17 +35,23 @@ export const storage = shared('tether.storage', () => new AsyncLocalStorage<Scop
 export function readScopeOptions(
   where: string,
   options: ScopeOptions | undefined,
-): { deadline: number | undefined; signal: AbortSignal | undefined } {
-  if (options === undefined) return { deadline: undefined, signal: undefined }
+): { deadline: number | undefined; signal: AbortSignal | undefined; now: number | undefined } {
+  if (options === undefined) return { deadline: undefined, signal: undefined, now: undefined }
   checkOptionsObject(where, options, SCOPE_OPTIONS)
   let deadline: number | undefined
-  if (options.timeout !== undefined) deadline = Date.now() + checkDuration('timeout', options.timeout)
+  // The clock read a timeout is counted from, handed on to the timer: read twice, the two reads can
+  // straddle a millisecond and put scopes with the same timeout into two timer lists.
+  let now: number | undefined
+  if (options.timeout !== undefined) {
+    now = Date.now()
+    deadline = now + checkDuration('timeout', options.timeout)
+  }
   if (options.deadline !== undefined) {
     const absolute = checkTimestamp('deadline', options.deadline)
     if (deadline === undefined || absolute < deadline) deadline = absolute
   }
   const signal = options.signal === undefined ? undefined : checkSignal('signal', options.signal)
-  return { deadline, signal }
+  return { deadline, signal, now }
 }
 
 /**
@@ -66,10 +72,10 @@ export function readScopeOptions(
  * ```
  */
 export function createScope(options?: ScopeOptions): Scope {
-  const { deadline, signal } = readScopeOptions('createScope()', options)
+  const { deadline, signal, now } = readScopeOptions('createScope()', options)
   const parent = signal === undefined ? undefined : (signal as TaggedSignal)[kScopeOfSignal]
-  if (parent !== undefined) return Scope.create(parent, deadline, undefined)
-  return Scope.create(undefined, deadline, signal)
+  if (parent !== undefined) return Scope.create(parent, deadline, undefined, undefined, now)
+  return Scope.create(undefined, deadline, signal, undefined, now)
 }
 
 /**

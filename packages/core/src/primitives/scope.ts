@@ -79,7 +79,7 @@ export class Scope implements Timed, AbortSubscriber {
     if (parent !== undefined) {
       // A parent made by another copy of the package has its own #spawn: go through its public API.
       if (!(#spawn in parent)) return (parent as Scope).child({ deadline, signal })
-      return parent.#spawn(deadline, signal)
+      return parent.#spawn(deadline, signal, now)
     }
     const scope = new Scope(undefined, deadline, request)
     if (signal !== undefined) scope.#follow(signal)
@@ -146,8 +146,8 @@ export class Scope implements Timed, AbortSubscriber {
    * @throws TypeError/RangeError for invalid options
    */
   child(options?: ScopeOptions): Scope {
-    const { deadline, signal } = readScopeOptions('child()', options)
-    return this.#spawn(deadline, signal)
+    const { deadline, signal, now } = readScopeOptions('child()', options)
+    return this.#spawn(deadline, signal, now)
   }
 
   /**
@@ -304,7 +304,7 @@ export class Scope implements Timed, AbortSubscriber {
     this.#arm()
   }
 
-  #spawn(deadline: number | undefined, signal: AbortSignal | undefined): Scope {
+  #spawn(deadline: number | undefined, signal: AbortSignal | undefined, now?: number): Scope {
     const child = new Scope(this, deadline, this.#request)
     if (this.#aborted) {
       child.#aborted = true
@@ -313,7 +313,7 @@ export class Scope implements Timed, AbortSubscriber {
     }
     this[kSubscribe](child)
     if (signal !== undefined) child.#follow(signal)
-    if (!child.#aborted) child.#arm()
+    if (!child.#aborted) child.#arm(now)
     return child
   }
 
