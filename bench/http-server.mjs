@@ -3,6 +3,7 @@
 // nothing else runs beside them. The driver (bench/http.mjs) starts one per pair and brackets each
 // load window with 'begin'/'end' messages; the answer is this process's own CPU time over the
 // window (user + system, all threads).
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { all, hardenServer } from '@tether/core'
 import { tether as tetherExpress } from '@tether/express'
 import { tether as tetherFastify } from '@tether/fastify'
@@ -17,12 +18,22 @@ const three = [task, task, task]
 
 // The fan-out route: all() in the tether apps; Promise.all in the bare ones and in the tether apps
 // marked `promiseAll`, which isolate what all() itself costs beside the middleware.
+const floorStorage = new AsyncLocalStorage()
+const floorStore = {}
+const ignore = () => {}
 const fanOut = (useAll) => (useAll ? all(three) : Promise.all(three.map((t) => t())))
 
 function expressApp(kind, promiseAll = false) {
   const app = express()
   if (kind === 'tether') app.use(tetherExpress({ timeout: TIMEOUT_MS, logger: false }))
   if (kind === 'connect-timeout') app.use(connectTimeout(`${TIMEOUT_MS}ms`))
+  if (kind === 'noop') app.use((_req, _res, next) => next())
+  if (kind === 'floor') {
+    app.use((_req, res, next) => {
+      res.on('close', ignore)
+      floorStorage.run(floorStore, next)
+    })
+  }
   app.get('/', (_req, res) => {
     res.json(hello)
   })
@@ -35,6 +46,13 @@ function expressApp(kind, promiseAll = false) {
 async function fastifyApp(kind, http2 = false, promiseAll = false) {
   const app = Fastify(kind === 'handlerTimeout' ? { handlerTimeout: TIMEOUT_MS } : http2 ? { http2: true } : {})
   if (kind === 'tether') await app.register(tetherFastify, { timeout: TIMEOUT_MS, logger: false })
+  if (kind === 'noop') app.addHook('onRequest', (_request, _reply, done) => done())
+  if (kind === 'floor') {
+    app.addHook('onRequest', (_request, reply, done) => {
+      reply.raw.on('close', ignore)
+      floorStorage.run(floorStore, done)
+    })
+  }
   app.get('/', async () => hello)
   app.get('/fanout', async () => fanOut(kind === 'tether' && !promiseAll))
   return app
@@ -47,12 +65,19 @@ const contenders = {
   // What the production guide tells users to run: the middleware and a hardened server.
   'express + tether + hardenServer()': () => expressApp('tether'),
   'express + connect-timeout': () => expressApp('connect-timeout'),
+  // The floor of any per-request middleware or hook: one that does nothing.
+  'express + a no-op middleware': () => expressApp('noop'),
+  // The least any integration of tether's contract does per request: enter AsyncLocalStorage for
+  // the handler and listen for the response's close.
+  "express + the contract's floor": () => expressApp('floor'),
   'express + tether, Promise.all': () => expressApp('tether', true),
   'fastify bare': () => fastifyApp('bare'),
   'fastify bare (2nd copy)': () => fastifyApp('bare'),
   'fastify + tether': () => fastifyApp('tether'),
   'fastify + tether + hardenServer()': () => fastifyApp('tether'),
   'fastify + handlerTimeout': () => fastifyApp('handlerTimeout'),
+  'fastify + a no-op onRequest hook': () => fastifyApp('noop'),
+  "fastify + the contract's floor": () => fastifyApp('floor'),
   'fastify + tether, Promise.all': () => fastifyApp('tether', false, true),
   // HTTP/2 cleartext (h2c), for bench/http2.mjs.
   'fastify h2 bare': () => fastifyApp('bare', true),

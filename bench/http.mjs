@@ -40,6 +40,33 @@ export const PAIRS = [
     candidate: 'express bare (2nd copy)',
     path: '/',
   },
+  // References: what a middleware or hook that does nothing costs, and the contract's floor (one
+  // AsyncLocalStorage entry and one close listener per request, the least any integration of
+  // tether's contract does), so tether's figures can be read against what no implementation avoids.
+  {
+    name: 'reference: express bare vs a no-op middleware',
+    baseline: 'express bare',
+    candidate: 'express + a no-op middleware',
+    path: '/',
+  },
+  {
+    name: 'reference: fastify bare vs a no-op onRequest hook',
+    baseline: 'fastify bare',
+    candidate: 'fastify + a no-op onRequest hook',
+    path: '/',
+  },
+  {
+    name: "reference: express bare vs the contract's floor",
+    baseline: 'express bare',
+    candidate: "express + the contract's floor",
+    path: '/',
+  },
+  {
+    name: "reference: fastify bare vs the contract's floor",
+    baseline: 'fastify bare',
+    candidate: "fastify + the contract's floor",
+    path: '/',
+  },
   { name: 'express: bare vs tether', baseline: 'express bare', candidate: 'express + tether', path: '/', target: 0.95 },
   { name: 'fastify: bare vs tether', baseline: 'fastify bare', candidate: 'fastify + tether', path: '/', target: 0.95 },
   {
