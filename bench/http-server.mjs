@@ -16,11 +16,13 @@ const hello = { hello: 'world' }
 const task = async () => 1
 const three = [task, task, task]
 
-// The fan-out route: all() in the tether apps; Promise.all in the bare ones and in the tether apps
-// marked `promiseAll`, which isolate what all() itself costs beside the middleware.
+// The contract's floor (see the contenders below): an AsyncLocalStorage of its own, entered per request.
 const floorStorage = new AsyncLocalStorage()
 const floorStore = {}
 const ignore = () => {}
+
+// The fan-out route: all() in the tether apps; Promise.all in the bare ones and in the tether apps
+// marked `promiseAll`, which isolate what all() itself costs beside the middleware.
 const fanOut = (useAll) => (useAll ? all(three) : Promise.all(three.map((t) => t())))
 
 function expressApp(kind, promiseAll = false) {
@@ -65,7 +67,7 @@ const contenders = {
   // What the production guide tells users to run: the middleware and a hardened server.
   'express + tether + hardenServer()': () => expressApp('tether'),
   'express + connect-timeout': () => expressApp('connect-timeout'),
-  // The floor of any per-request middleware or hook: one that does nothing.
+  // What any per-request middleware or hook costs: one that does nothing.
   'express + a no-op middleware': () => expressApp('noop'),
   // The least any integration of tether's contract does per request: enter AsyncLocalStorage for
   // the handler and listen for the response's close.
