@@ -5,8 +5,6 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createTether, hardenServer, inspect, shutdown } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
-import { trackServer } from '../packages/core/src/server/connections.js'
-import { ignoreNodeStreamLists } from '../packages/core/src/server/sessions.js'
 import { connect, eventually } from './support/http.js'
 import {
   destroyClients,
@@ -196,24 +194,6 @@ describe.each(variants)('$name: a request scope on a stream', (variant) => {
 })
 
 describe('shutdown of an HTTP/2 server', () => {
-  afterEach(() => ignoreNodeStreamLists(false))
-
-  it('tracks streams itself where Node does not show its own list, with the same outcome', async () => {
-    // Sessions accepted from here on track their streams one by one, as on a Node whose own list
-    // of a session's streams is not reachable.
-    ignoreNodeStreamLists(true)
-    running = await startCore({ secure: false, grace: GRACE })
-    const session = running.connect()
-    const quick = request(session, '/finish?ms=150')
-    const stuck = request(session, '/hang')
-    await eventually(() => inspect().inflight.length >= 2, 2_000, 'streams in flight')
-    expect(trackServer(running.server).h2?.perStream).toBe(true) // the fallback is what is tested
-    const report = await running.shutdown()
-    expect((await quick).status).toBe(200)
-    expect((await stuck).status).toBe(503)
-    expect(report).toMatchObject({ finished: 1, aborted: 1 })
-  })
-
   it('shuts down HTTP/1.1 clients of an allowHTTP1 server beside its HTTP/2 sessions', async () => {
     const binding = createTether({ logger: false })
     const events: string[] = []

@@ -82,28 +82,11 @@ export interface SessionState {
 // Node keeps each session's open streams in a map on an internal `state` record (since Node 8).
 // Reading it when shutdown or the hardening checker needs it costs nothing per request, where a
 // 'stream' listener with a 'close' listener per stream cost a fifth of a hello-world request's
-// CPU. If a Node version ever moves it, tether falls back to tracking streams itself.
+// CPU. If a Node version ever moves it, tether falls back to tracking streams itself (tested by
+// test/http2-stream-list-fallback.test.ts, which hides the map).
 let nodeStateKey: symbol | null | undefined
 
-// Set only by the tests (see ignoreNodeStreamLists), on a Node that has the list.
-let ignoreNodeLists = false
-
-/**
- * Makes sessions accepted from now on track their streams one by one, as on a Node whose own list
- * of a session's streams is not reachable, so that the tests exercise the fallback on a Node that
- * has the list. Not exported from any entry point of the package: the tests import it from this
- * file. Nothing outside the package can make Node's list unreachable without breaking Node, which
- * reads it too, so this seam lives here; it is this copy's own flag, on nothing shared.
- *
- * @param ignore - true to ignore Node's lists, false to use them again
- * @internal
- */
-export function ignoreNodeStreamLists(ignore: boolean): void {
-  ignoreNodeLists = ignore
-}
-
 function nodeStreams(session: Http2Session): StreamList | undefined {
-  if (ignoreNodeLists) return undefined
   if (nodeStateKey === undefined) {
     nodeStateKey = Object.getOwnPropertySymbols(session).find((key) => key.description === 'state') ?? null
   }
