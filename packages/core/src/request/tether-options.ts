@@ -126,7 +126,11 @@ export const TETHER_OPTIONS: readonly string[] = [
   'concurrency',
 ]
 
-/** @internal Which incoming budget headers are trusted, from the `trustHeaders` option. */
+/**
+ * @internal The inbound headers to trust: the `trustHeaders` option, validated, or tether's own
+ * header and the mesh's. `false` for `deadlineHeader` keeps what it meant before the two directions
+ * had options of their own: no incoming budget at all, unless `trustHeaders` names some.
+ */
 export function resolveTrustHeaders(option: unknown, deadlineHeader: string | false): readonly string[] {
   if (option === undefined) {
     if (deadlineHeader === false) return Object.freeze([])

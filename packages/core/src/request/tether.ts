@@ -227,12 +227,6 @@ export class Tether {
 }
 
 /**
- * The inbound headers to trust: the option, validated, or tether's own header and the mesh's.
- * `false` for `deadlineHeader` keeps what it meant before the two directions had options of their
- * own: no incoming budget at all, unless `trustHeaders` names some.
- */
-
-/**
  * Creates the request binding both adapters are built on; use it directly to bring tether to
  * `node:http` or another framework.
  *
