@@ -3,7 +3,8 @@
 //
 // - the two contenders of a pair live in ONE server process (bench/http-server.mjs), a fresh one
 //   per pair, pinned to core 0;
-// - the load generator (wrk, or autocannon if wrk is missing) is pinned to core 1;
+// - the load generator (wrk, installed with apt-get when missing and run as root; otherwise
+//   autocannon) is pinned to core 1;
 // - the two contenders of a pair are loaded in alternating windows (A B, B A, ...);
 // - each window reads the server's own process.cpuUsage(), so what is compared is CPU per request,
 //   not throughput (which swings ±10% between identical runs here);
@@ -14,7 +15,7 @@
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { has, interleave, onCore, pinned, runCapture, startServer } from './lib.mjs'
+import { generatorFrom, interleave, onCore, pinned, runCapture, startServer } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -123,7 +124,7 @@ export const PAIRS = [
   },
 ]
 
-const generator = has('wrk') ? 'wrk' : 'autocannon'
+const generator = generatorFrom('wrk', 'wrk') ?? 'autocannon'
 
 /** Loads one URL for one window; returns the requests served and the rate. */
 async function load(url) {

@@ -12,6 +12,32 @@ export function has(command) {
   }
 }
 
+/**
+ * Installs Debian packages with apt-get when the script runs as root on a machine that has it, as a
+ * fresh CI machine does; returns whether it did. The benchmarks need no network otherwise.
+ */
+export function aptInstall(packages) {
+  if (process.getuid?.() !== 0 || !has('apt-get')) return false
+  console.error(`> apt-get install -y ${packages.join(' ')}`)
+  try {
+    execFileSync('apt-get', ['update'], { stdio: 'ignore' })
+    execFileSync('apt-get', ['install', '-y', ...packages], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The preferred load generator `command` (from Debian's `pkg`), installed if missing and possible;
+ * `undefined` when it cannot be had, and the script falls back to its Node one.
+ */
+export function generatorFrom(command, pkg) {
+  if (has(command) || (aptInstall([pkg]) && has(command))) return command
+  console.error(`${command} is not installed (apt-get install ${pkg}): falling back to a Node load generator`)
+  return undefined
+}
+
 /** Pins processes to cores with taskset, where the machine has it. */
 export const pinned = has('taskset')
 

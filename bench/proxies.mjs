@@ -22,7 +22,7 @@
 //
 // Everything is bounded: each load phase has a fixed duration, every request a 10 s timeout,
 // every process is stopped by its PID, and the configs live in a temporary directory.
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
@@ -31,7 +31,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { has } from './lib.mjs'
+import { aptInstall, has } from './lib.mjs'
 
 const upstreamScript = fileURLToPath(new URL('proxy-upstream.mjs', import.meta.url))
 const CONCURRENCY = 16
@@ -40,12 +40,9 @@ const REQUEST_TIMEOUT_MS = 10_000
 function ensureProxies() {
   const missing = ['nginx', 'haproxy'].filter((name) => !has(name) && !has(`/usr/sbin/${name}`))
   if (missing.length === 0) return
-  if (process.getuid?.() !== 0 || !has('apt-get')) {
+  if (!aptInstall(missing)) {
     throw new Error(`bench/proxies.mjs needs ${missing.join(' and ')} (apt-get install -y nginx haproxy)`)
   }
-  console.error(`> apt-get install -y ${missing.join(' ')}`)
-  execFileSync('apt-get', ['update'], { stdio: 'ignore' })
-  execFileSync('apt-get', ['install', '-y', ...missing], { stdio: 'ignore' })
 }
 
 function bin(name) {
