@@ -61,6 +61,21 @@ export function hangUpAfter(url: string, ms: number): Promise<void> {
   })
 }
 
+/**
+ * Sends a GET to `url` and hangs up (destroys the connection) as soon as `ready()` holds, however
+ * long the machine takes to get there; rejects, after hanging up, if it does not hold within 5 s.
+ */
+export async function hangUpWhen(url: string, ready: () => boolean, what: string): Promise<void> {
+  const req = http.request(url)
+  req.on('error', () => {})
+  req.end()
+  try {
+    await eventually(ready, 5_000, what)
+  } finally {
+    req.destroy()
+  }
+}
+
 /** Opens a raw TCP connection to the server of `url`. */
 export function connect(url: string): Promise<net.Socket> {
   const { hostname, port } = new URL(url)
