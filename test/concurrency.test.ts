@@ -9,7 +9,7 @@ import express from 'express'
 import Fastify from 'fastify'
 import { Registry } from 'prom-client'
 import { afterEach, describe, expect, it } from 'vitest'
-import { eventually, hangUpAfter, send } from './support/http.js'
+import { eventually, hangUpWhen, send } from './support/http.js'
 
 /** What a test server's routes report. */
 interface Probe {
@@ -207,9 +207,11 @@ describe('tether({ concurrency })', () => {
       const server = await serve(framework, { timeout: 10_000, concurrency: 1 })
       const running = send(`${server.url}/work?ms=600&id=running`)
       await eventually(() => server.probe.started.includes('running'), 5_000, 'the first handler to start')
-      const gone = hangUpAfter(`${server.url}/work?ms=10&id=gone`, 150)
-      await eventually(() => server.limit().queued === 1, 5_000, 'the second request waiting')
-      await gone
+      await hangUpWhen(
+        `${server.url}/work?ms=10&id=gone`,
+        () => server.limit().queued === 1,
+        'the second request waiting',
+      )
       // It leaves the queue when its client goes, while the first handler still runs.
       await eventually(() => server.limit().queued === 0, 5_000, 'the queue emptied')
       expect(server.limit().active).toBe(1)

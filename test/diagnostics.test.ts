@@ -29,7 +29,7 @@ import { assertNoLingering } from '@tether/core/testing'
 import { tether as tetherExpress } from '@tether/express'
 import express from 'express'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { eventually, hangUpAfter, loopbackServers, send } from './support/http.js'
+import { eventually, hangUpWhen, inRoute, loopbackServers, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
 
 // Lifecycle events on node:diagnostics_channel, seen by real subscribers, from real servers.
@@ -137,7 +137,7 @@ describe.each(frameworks)('$name: a request scope on the diagnostics channels', 
   it('publishes a client hang-up as `hang-up`, a cancellation (CanceledError)', async () => {
     const events = subscribed()
     const server = await started(framework, { timeout: 5_000 })
-    await hangUpAfter(`${server.url}/hang`, 50)
+    await hangUpWhen(`${server.url}/hang`, inRoute('/hang'), 'the request to reach /hang')
     await eventually(() => ofChannel(events, 'end').length === 1, 2_000, 'the end event')
     const [end] = ofChannel(events, 'end')
     expect(end?.reason).toBe('hang-up')
@@ -187,7 +187,7 @@ describe('the diagnostics channels, Express', () => {
         req.scope.signal.addEventListener('abort', () => res.end('stopped'), { once: true })
       }),
     )
-    await hangUpAfter(`${url}/listen`, 50)
+    await hangUpWhen(`${url}/listen`, inRoute('/listen'), 'the request to reach /listen')
     await eventually(() => ofChannel(events, 'end').length === 1, 2_000, 'the end event')
     expect(ofChannel(events, 'end')[0]).toMatchObject({ reason: 'hang-up', route: '/listen' })
   })

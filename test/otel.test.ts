@@ -13,7 +13,7 @@ import { assertNoLingering } from '@tether/core/testing'
 import { tether as tetherExpress } from '@tether/express'
 import express from 'express'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { eventually, hangUpAfter, loopbackServers, send } from './support/http.js'
+import { eventually, hangUpWhen, inRoute, loopbackServers, send } from './support/http.js'
 
 // examples/otel.mjs, the lifecycle channels turned into OpenTelemetry spans, checked with the SDK's
 // in-memory exporter against a real Express server.
@@ -117,7 +117,7 @@ describe('examples/otel.mjs: tether lifecycle events as OpenTelemetry spans', ()
 
   it('records a client hang-up as a cancellation: an event, no error.type, status left unset', async () => {
     const { url } = await start()
-    await hangUpAfter(`${url}/wait`, 50)
+    await hangUpWhen(`${url}/wait`, inRoute('/wait'), 'the request to reach /wait')
     const span = await finished('GET /wait')
     expect(span.attributes['tether.request.end_reason']).toBe('hang-up')
     expect(span.attributes['error.type']).toBeUndefined()

@@ -3,7 +3,7 @@ import { inspect } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
 import { emptyListsArmed } from '../packages/core/src/primitives/timers.js'
-import { connect, eventually, hangUpAfter, send } from './support/http.js'
+import { connect, eventually, hangUpWhen, inRoute, send } from './support/http.js'
 import { frameworks, type TestServer } from './support/servers.js'
 
 // Nothing a test started through tether may outlive its request (goleak's VerifyNone, per test).
@@ -66,7 +66,7 @@ describe.each(frameworks)('$name: what a request scope promises', (framework) =>
   it('aborts the signal with CanceledError when the client hangs up, and counts it', async () => {
     server = await framework.start()
     const before = inspect().counters.clientClosed
-    await hangUpAfter(`${server.url}/hang`, 50)
+    await hangUpWhen(`${server.url}/hang`, inRoute('/hang'), 'the request to reach /hang')
     await eventually(() => server?.events.includes('hang: client closed the connection') ?? false)
     expect(inspect().counters.clientClosed).toBe(before + 1)
     await eventually(() => inspect().inflight.length === 0, 2_000, 'no request in flight')

@@ -1,5 +1,6 @@
 import http from 'node:http'
 import net from 'node:net'
+import { inspect } from '@tether/core'
 
 /** A response as the client saw it. */
 export interface ClientResponse {
@@ -48,19 +49,6 @@ export function send(url: string, options: ClientRequest = {}): Promise<ClientRe
   })
 }
 
-/** Sends a request and destroys the connection after `ms`, like a client that gives up. */
-export function hangUpAfter(url: string, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const req = http.request(url)
-    req.on('error', () => resolve())
-    req.end()
-    setTimeout(() => {
-      req.destroy()
-      resolve()
-    }, ms)
-  })
-}
-
 /**
  * Sends a GET to `url` and hangs up (destroys the connection) as soon as `ready()` holds, however
  * long the machine takes to get there; rejects, after hanging up, if it does not hold within 5 s.
@@ -74,6 +62,14 @@ export async function hangUpWhen(url: string, ready: () => boolean, what: string
   } finally {
     req.destroy()
   }
+}
+
+/**
+ * A condition for {@link hangUpWhen}: a request to the route `pattern` is in flight in tether, so it
+ * has reached its route (as tether names it: `/users/:id`).
+ */
+export function inRoute(pattern: string): () => boolean {
+  return () => inspect().inflight.some((request) => request.route === pattern)
 }
 
 /** Opens a raw TCP connection to the server of `url`. */
