@@ -1,6 +1,7 @@
 // The benchmark's server process: the two contenders of one pair in ONE process, each on its own
 // port (named on the command line), so that they share the same JIT, heap and machine state while
-// nothing else runs beside them. The driver (bench/http.mjs) starts one per pair and brackets each
+// nothing else runs beside them. The driver (bench/http.mjs) starts a few in turn per pair, the
+// contenders in alternating order (a process favours one of them a little), and brackets each
 // load window with 'begin'/'end' messages; the answer is this process's own CPU time over the
 // window (user + system, all threads).
 import { AsyncLocalStorage } from 'node:async_hooks'

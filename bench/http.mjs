@@ -1,25 +1,28 @@
 // HTTP overhead: server CPU time per request, bare framework vs with tether (and vs its peers),
 // measured the way that survives a shared, noisy 2-core machine:
 //
-// - the two contenders of a pair live in ONE server process (bench/http-server.mjs), a fresh one
-//   per pair, pinned to core 0;
+// - the two contenders of a pair live in ONE server process (bench/http-server.mjs), pinned to
+//   core 0; each pair runs in several fresh processes (--processes, 3), the contenders built in
+//   alternating order, because which of the two a process favours (JIT, heap layout) differs from
+//   process to process: two identical apps measured 0.90 to 1.02 of each other in one-process runs;
 // - the load generator (wrk, installed with apt-get when missing and run as root; otherwise
 //   autocannon) is pinned to core 1;
 // - the two contenders of a pair are loaded in alternating windows (A B, B A, ...);
 // - each window reads the server's own process.cpuUsage(), so what is compared is CPU per request,
 //   not throughput (which swings ±10% between identical runs here);
-// - the figure is the median over rounds of the per-round ratio baseline ÷ candidate: ≥ 1 means the
+// - the figure is the median over the rounds of every process of the per-round ratio baseline ÷ candidate: ≥ 1 means the
 //   candidate costs no more than the baseline.
 //
-//   node bench/http.mjs [--rounds 12] [--seconds 2] [--only fastify] [--json]
+//   node bench/http.mjs [--rounds 12] [--processes 3] [--seconds 2] [--only fastify] [--json]
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { generatorFrom, interleave, onCore, pinned, runCapture, startServer } from './lib.mjs'
+import { generatorFrom, measureRounds, onCore, pinned, runCapture, startServer, summarize } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '12' },
+    processes: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '2' },
     connections: { type: 'string', default: '32' },
     only: { type: 'string' },
@@ -27,6 +30,9 @@ const { values } = parseArgs({
   },
 })
 const rounds = Number(values.rounds)
+const processes = Number(values.processes)
+if (!Number.isInteger(processes) || processes < 1)
+  throw new RangeError(`--processes must be a whole number ≥ 1, got ${values.processes}`)
 const seconds = Number(values.seconds)
 if (!Number.isInteger(seconds) || seconds < 1)
   throw new RangeError(`--seconds must be a whole number ≥ 1 (wrk's unit), got ${values.seconds}`)
@@ -151,17 +157,22 @@ async function window(ask, ports, contender, path) {
   return { cpuPerRequest: cpuMicros / requests, rate }
 }
 
+/** `rounds` rounds of a pair, shared out over `processes` fresh server processes. */
 async function comparePair(pair) {
-  const server = startServer(fileURLToPath(new URL('./http-server.mjs', import.meta.url)), [
-    pair.baseline,
-    pair.candidate,
-  ])
-  const { ports, node: serverNode } = await server.ask()
-  node = serverNode
-  const measure = (contender) => window(server.ask, ports, contender, pair.path)
-  const result = await interleave(pair, rounds, measure)
-  server.stop()
-  return result
+  const script = fileURLToPath(new URL('./http-server.mjs', import.meta.url))
+  const parts = []
+  const count = Math.min(processes, rounds)
+  for (let index = 0; index < count; index++) {
+    const contenders = index % 2 === 0 ? [pair.baseline, pair.candidate] : [pair.candidate, pair.baseline]
+    const server = startServer(script, contenders)
+    const { ports, node: serverNode } = await server.ask()
+    node = serverNode
+    const measure = (contender) => window(server.ask, ports, contender, pair.path)
+    const share = Math.ceil((rounds - parts.reduce((sum, part) => sum + part.cpuRatios.length, 0)) / (count - index))
+    parts.push(await measureRounds(pair, share, measure))
+    server.stop()
+  }
+  return summarize(pair, parts)
 }
 
 const results = []
@@ -180,9 +191,9 @@ for (const pair of PAIRS) {
   }
 }
 
-const summary = { node, generator, pinned, rounds, seconds, connections, results }
+const summary = { node, generator, pinned, rounds, processes, seconds, connections, results }
 if (values.json) console.log(JSON.stringify(summary))
 else
   console.log(
-    `node ${node}, load by ${generator}${pinned ? ', server on core 0, load on core 1' : ''}, ${rounds} rounds of ${seconds} s windows`,
+    `node ${node}, load by ${generator}${pinned ? ', server on core 0, load on core 1' : ''}, ${rounds} rounds of ${seconds} s windows over ${processes} processes per pair`,
   )

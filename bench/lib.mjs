@@ -105,37 +105,51 @@ export function startServer(script, args = [], nodeFlags = []) {
 }
 
 /**
- * Compares the two contenders of `pair` side by side: two warm-up windows each, then `rounds`
- * rounds alternating which goes first, and the median of per-round ratios. `measure(contender)`
- * runs one load window and resolves with `{ cpuPerRequest, rate }`.
+ * The rounds of one pair measured in one process, A and B alternating (A B, B A, ...) after two
+ * warm-up rounds: each round's windows and its ratios. {@link summarize} turns them into figures.
  */
-export async function interleave(pair, rounds, measure) {
+export async function measureRounds(pair, rounds, measure) {
   for (let i = 0; i < 2; i++) {
     await measure(pair.baseline)
     await measure(pair.candidate)
   }
-  const cpuRatios = []
-  const rateRatios = []
-  const base = []
-  const cand = []
+  const measured = { cpuRatios: [], rateRatios: [], baseline: [], candidate: [] }
   for (let round = 0; round < rounds; round++) {
     const first = round % 2 === 0
     const a = first ? await measure(pair.baseline) : undefined
     const b = await measure(pair.candidate)
     const baseline = a ?? (await measure(pair.baseline))
-    base.push(baseline)
-    cand.push(b)
-    cpuRatios.push(baseline.cpuPerRequest / b.cpuPerRequest)
-    rateRatios.push(b.rate / baseline.rate)
+    measured.baseline.push(baseline)
+    measured.candidate.push(b)
+    measured.cpuRatios.push(baseline.cpuPerRequest / b.cpuPerRequest)
+    measured.rateRatios.push(b.rate / baseline.rate)
   }
+  return measured
+}
+
+/** A pair's figures: medians over every round of every process that measured it. */
+export function summarize(pair, parts) {
+  const all = (key) => parts.flatMap((part) => part[key])
+  const baseline = all('baseline')
+  const candidate = all('candidate')
+  const cpuRatios = all('cpuRatios')
   return {
     ...pair,
     cpuRatio: median(cpuRatios),
     cpuRatios,
-    rateRatio: median(rateRatios),
-    baselineCpuUs: median(base.map((w) => w.cpuPerRequest)),
-    candidateCpuUs: median(cand.map((w) => w.cpuPerRequest)),
-    baselineRate: median(base.map((w) => w.rate)),
-    candidateRate: median(cand.map((w) => w.rate)),
+    rateRatio: median(all('rateRatios')),
+    baselineCpuUs: median(baseline.map((w) => w.cpuPerRequest)),
+    candidateCpuUs: median(candidate.map((w) => w.cpuPerRequest)),
+    baselineRate: median(baseline.map((w) => w.rate)),
+    candidateRate: median(candidate.map((w) => w.rate)),
   }
+}
+
+/**
+ * Compares the two contenders of `pair` side by side: two warm-up windows each, then `rounds`
+ * rounds alternating which goes first, and the median of per-round ratios. `measure(contender)`
+ * runs one load window and resolves with `{ cpuPerRequest, rate }`.
+ */
+export async function interleave(pair, rounds, measure) {
+  return summarize(pair, [await measureRounds(pair, rounds, measure)])
 }

@@ -282,7 +282,7 @@ ${command}
 How: every figure compares two contenders side by side in one run, alternating (A B, B A, ...),
 and reports the **median of per-round ratios**, which cancels most of the drift of a shared
 machine (identical servers differ by ±10% in throughput between runs here). For HTTP, the two
-contenders of each pair live in one fresh server process pinned to one core (${httpResults.pinned ? 'taskset' : 'no taskset: not pinned'}), the load generator
+contenders of each pair live in one server process pinned to one core (${httpResults.pinned ? 'taskset' : 'no taskset: not pinned'}), each pair in ${httpResults.processes ?? 1} fresh processes in turn with the contenders built in alternating order, the load generator
 (${httpResults.generator}, ${httpResults.connections} connections) runs on the other core, and what is compared is the server's own CPU time per
 request (\`process.cpuUsage()\` over each ${httpResults.seconds} s window, ${httpResults.rounds} rounds), with throughput alongside. Every tether contender has a
 ${10_000 / 1000} s deadline armed on every request. The calibration row compares two identical bare servers.
