@@ -2,22 +2,20 @@
 // measured the way that survives a shared, noisy 2-core machine:
 //
 // - the two contenders of a pair live in ONE server process (bench/http-server.mjs), pinned to
-//   core 0; each pair runs in several fresh processes (--processes, 3), the contenders built in
-//   alternating order, because which of the two a process favours (JIT, heap layout) differs from
-//   process to process: two identical apps measured 0.90 to 1.02 of each other in one-process runs;
+//   core 0; each pair runs in several fresh processes in turn (--processes, 3), the contenders
+//   built in alternating order (see comparePair in lib.mjs for why);
 // - the load generator (wrk, installed with apt-get when missing and run as root; otherwise
 //   autocannon) is pinned to core 1;
 // - the two contenders of a pair are loaded in alternating windows (A B, B A, ...);
 // - each window reads the server's own process.cpuUsage(), so what is compared is CPU per request,
 //   not throughput (which swings ±10% between identical runs here);
-// - the figure is the median over the rounds of every process of the per-round ratio baseline ÷ candidate: ≥ 1 means the
-//   candidate costs no more than the baseline.
+// - the figure is the median, over the rounds of every process, of the per-round ratio
+//   baseline ÷ candidate: ≥ 1 means the candidate costs no more than the baseline.
 //
 //   node bench/http.mjs [--rounds 12] [--processes 3] [--seconds 2] [--only fastify] [--json]
 import { createRequire } from 'node:module'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { generatorFrom, measureRounds, onCore, pinned, runCapture, startServer, summarize } from './lib.mjs'
+import { comparePair, generatorFrom, onCore, pinned, runCapture } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -31,8 +29,6 @@ const { values } = parseArgs({
 })
 const rounds = Number(values.rounds)
 const processes = Number(values.processes)
-if (!Number.isInteger(processes) || processes < 1)
-  throw new RangeError(`--processes must be a whole number ≥ 1, got ${values.processes}`)
 const seconds = Number(values.seconds)
 if (!Number.isInteger(seconds) || seconds < 1)
   throw new RangeError(`--seconds must be a whole number ≥ 1 (wrk's unit), got ${values.seconds}`)
@@ -150,35 +146,11 @@ async function load(url) {
 
 let node = process.version
 
-async function window(ask, ports, contender, path) {
-  await ask('begin')
-  const { requests, rate } = await load(`http://127.0.0.1:${ports[contender]}${path}`)
-  const { cpuMicros } = await ask('end')
-  return { cpuPerRequest: cpuMicros / requests, rate }
-}
-
-/** `rounds` rounds of a pair, shared out over `processes` fresh server processes. */
-async function comparePair(pair) {
-  const script = fileURLToPath(new URL('./http-server.mjs', import.meta.url))
-  const parts = []
-  const count = Math.min(processes, rounds)
-  for (let index = 0; index < count; index++) {
-    const contenders = index % 2 === 0 ? [pair.baseline, pair.candidate] : [pair.candidate, pair.baseline]
-    const server = startServer(script, contenders)
-    const { ports, node: serverNode } = await server.ask()
-    node = serverNode
-    const measure = (contender) => window(server.ask, ports, contender, pair.path)
-    const share = Math.ceil((rounds - parts.reduce((sum, part) => sum + part.cpuRatios.length, 0)) / (count - index))
-    parts.push(await measureRounds(pair, share, measure))
-    server.stop()
-  }
-  return summarize(pair, parts)
-}
-
 const results = []
 for (const pair of PAIRS) {
   if (values.only && !pair.name.includes(values.only)) continue
-  const result = await comparePair(pair)
+  const { result, node: serverNode } = await comparePair(pair, { rounds, processes, load })
+  node = serverNode
   results.push(result)
   if (!values.json) {
     const verdict =

@@ -1,18 +1,19 @@
 // HTTP/2 overhead: server CPU time per request, bare Fastify with `http2: true` (h2c) vs the same
 // with the tether plugin, measured as bench/http.mjs measures HTTP/1.1 (both contenders in one
-// server process pinned to core 0, the load generator on core 1, alternating windows, the
-// server's own process.cpuUsage() per window, the median of per-round ratios baseline ÷
-// candidate). The load comes from h2load (Debian's nghttp2-client) when it is installed, else
+// server process pinned to core 0, each pair in several fresh processes in turn, the load
+// generator on core 1, alternating windows, the server's own process.cpuUsage() per window, the
+// median of per-round ratios baseline ÷ candidate). The load comes from h2load (Debian's nghttp2-client) when it is installed, else
 // from bench/h2-load.mjs, a small Node HTTP/2 client.
 //
-//   node bench/http2.mjs [--rounds 12] [--seconds 2] [--json]
+//   node bench/http2.mjs [--rounds 12] [--processes 3] [--seconds 2] [--json]
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { has, interleave, onCore, pinned, runCapture, startServer } from './lib.mjs'
+import { comparePair, has, onCore, pinned, runCapture } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '12' },
+    processes: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '2' },
     sessions: { type: 'string', default: '4' },
     streams: { type: 'string', default: '16' },
@@ -20,6 +21,7 @@ const { values } = parseArgs({
   },
 })
 const rounds = Number(values.rounds)
+const processes = Number(values.processes)
 const seconds = Number(values.seconds)
 const { sessions, streams } = values
 
@@ -57,27 +59,10 @@ async function load(url) {
 
 let node = process.version
 
-async function comparePair(pair) {
-  const server = startServer(fileURLToPath(new URL('./http-server.mjs', import.meta.url)), [
-    pair.baseline,
-    pair.candidate,
-  ])
-  const { ports, node: serverNode } = await server.ask()
-  node = serverNode
-  const measure = async (contender) => {
-    await server.ask('begin')
-    const { requests, rate } = await load(`http://127.0.0.1:${ports[contender]}${pair.path}`)
-    const { cpuMicros } = await server.ask('end')
-    return { cpuPerRequest: cpuMicros / requests, rate }
-  }
-  const result = await interleave(pair, rounds, measure)
-  server.stop()
-  return result
-}
-
 const results = []
 for (const pair of PAIRS) {
-  const result = await comparePair(pair)
+  const { result, node: serverNode } = await comparePair(pair, { rounds, processes, load })
+  node = serverNode
   results.push(result)
   if (!values.json) {
     const verdict =
@@ -90,9 +75,9 @@ for (const pair of PAIRS) {
   }
 }
 
-const summary = { node, generator, pinned, rounds, seconds, sessions, streams, results }
+const summary = { node, generator, pinned, rounds, processes, seconds, sessions, streams, results }
 if (values.json) console.log(JSON.stringify(summary))
 else
   console.log(
-    `node ${node}, load by ${generator} (${sessions} sessions × ${streams} streams)${pinned ? ', server on core 0, load on core 1' : ''}, ${rounds} rounds of ${seconds} s windows`,
+    `node ${node}, load by ${generator} (${sessions} sessions × ${streams} streams)${pinned ? ', server on core 0, load on core 1' : ''}, ${rounds} rounds of ${seconds} s windows over ${processes} processes per pair`,
   )

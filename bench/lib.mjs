@@ -1,6 +1,7 @@
 // What the benchmark scripts share: core pinning, medians, and a server child process spoken to
 // over IPC (one question, one answer, in order).
 import { execFileSync, spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 
 /** Whether `command` is on PATH. */
 export function has(command) {
@@ -106,9 +107,9 @@ export function startServer(script, args = [], nodeFlags = []) {
 
 /**
  * The rounds of one pair measured in one process, A and B alternating (A B, B A, ...) after two
- * warm-up rounds: each round's windows and its ratios. {@link summarize} turns them into figures.
+ * warm-up rounds: each round's windows and its ratios.
  */
-export async function measureRounds(pair, rounds, measure) {
+async function measureRounds(pair, rounds, measure) {
   for (let i = 0; i < 2; i++) {
     await measure(pair.baseline)
     await measure(pair.candidate)
@@ -128,7 +129,7 @@ export async function measureRounds(pair, rounds, measure) {
 }
 
 /** A pair's figures: medians over every round of every process that measured it. */
-export function summarize(pair, parts) {
+function summarize(pair, parts) {
   const all = (key) => parts.flatMap((part) => part[key])
   const baseline = all('baseline')
   const candidate = all('candidate')
@@ -146,10 +147,41 @@ export function summarize(pair, parts) {
 }
 
 /**
- * Compares the two contenders of `pair` side by side: two warm-up windows each, then `rounds`
- * rounds alternating which goes first, and the median of per-round ratios. `measure(contender)`
- * runs one load window and resolves with `{ cpuPerRequest, rate }`.
+ * Compares the two contenders of an HTTP `pair` side by side, by server CPU time per request: both
+ * live in one server process (bench/http-server.mjs, pinned to core 0) and are loaded in
+ * alternating windows, and the figure is the median of per-round ratios. The rounds are shared out
+ * over `processes` fresh processes in turn, the contenders built in alternating order: which of
+ * the two a process favours (JIT, heap layout) differs from process to process, by as much as the
+ * overheads measured (two identical apps came out 0.90 to 1.02 of each other in one-process runs).
+ *
+ * @param load - runs one load window against a URL; resolves with `{ requests, rate }`
+ * @returns the pair's figures, and the Node version the server ran
  */
-export async function interleave(pair, rounds, measure) {
-  return summarize(pair, [await measureRounds(pair, rounds, measure)])
+export async function comparePair(pair, { rounds, processes, load }) {
+  if (!Number.isInteger(processes) || processes < 1) {
+    throw new RangeError(`--processes must be a whole number ≥ 1, got ${processes}`)
+  }
+  const script = fileURLToPath(new URL('./http-server.mjs', import.meta.url))
+  const count = Math.min(processes, rounds)
+  const parts = []
+  let node
+  for (let index = 0; index < count; index++) {
+    const server = startServer(
+      script,
+      index % 2 === 0 ? [pair.baseline, pair.candidate] : [pair.candidate, pair.baseline],
+    )
+    const ready = await server.ask()
+    node = ready.node
+    const measure = async (contender) => {
+      await server.ask('begin')
+      const { requests, rate } = await load(`http://127.0.0.1:${ready.ports[contender]}${pair.path}`)
+      const { cpuMicros } = await server.ask('end')
+      return { cpuPerRequest: cpuMicros / requests, rate }
+    }
+    // This process's share of the rounds, as even as whole rounds allow.
+    const share = Math.floor((rounds * (index + 1)) / count) - Math.floor((rounds * index) / count)
+    parts.push(await measureRounds(pair, share, measure))
+    server.stop()
+  }
+  return { result: summarize(pair, parts), node }
 }
