@@ -202,6 +202,10 @@ class TaskPool implements Pool {
       reject(signal.reason)
       return
     }
+    // Only tasks that queued, for callers with a deadline, are timed: they are the ones admission
+    // judges, and the uncontended path (and callers without deadlines) pays no clock reads. Read
+    // before the task is called, so that its synchronous part counts too.
+    const began = waiting.deadline === Number.POSITIVE_INFINITY ? -1 : performance.now()
     let result: T | PromiseLike<T>
     try {
       result = task(signal)
@@ -216,9 +220,6 @@ class TaskPool implements Pool {
       return
     }
     const tracked = scope?.[kTrack]('pool')
-    // Only tasks that queued, for callers with a deadline, are timed: they are the ones admission
-    // judges, and the uncontended path (and callers without deadlines) pays no clock reads.
-    const began = waiting.deadline === Number.POSITIVE_INFINITY ? -1 : performance.now()
     result.then(
       (value) => {
         if (began >= 0) this.#observe(performance.now() - began)
