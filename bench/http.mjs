@@ -16,6 +16,7 @@
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import { comparePair, generatorFrom, onCore, pinned, runCapture } from './lib.mjs'
+import { PAIRS } from './pairs.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -34,97 +35,6 @@ if (!Number.isInteger(seconds) || seconds < 1)
   throw new RangeError(`--seconds must be a whole number ≥ 1 (wrk's unit), got ${values.seconds}`)
 const connections = Number(values.connections)
 const require = createRequire(import.meta.url)
-
-/** The comparisons, each a pair loaded in alternation; ratio = baseline CPU/req ÷ candidate CPU/req. */
-export const PAIRS = [
-  {
-    name: 'calibration: express bare vs a 2nd copy',
-    baseline: 'express bare',
-    candidate: 'express bare (2nd copy)',
-    path: '/',
-  },
-  // References: what a middleware or hook that does nothing costs, and the contract's floor (one
-  // AsyncLocalStorage entry and one close listener per request, the least any integration of
-  // tether's contract does), so tether's figures can be read against what no implementation avoids.
-  {
-    name: 'reference: express bare vs a no-op middleware',
-    baseline: 'express bare',
-    candidate: 'express + a no-op middleware',
-    path: '/',
-  },
-  {
-    name: 'reference: fastify bare vs a no-op onRequest hook',
-    baseline: 'fastify bare',
-    candidate: 'fastify + a no-op onRequest hook',
-    path: '/',
-  },
-  {
-    name: "reference: express bare vs the contract's floor",
-    baseline: 'express bare',
-    candidate: "express + the contract's floor",
-    path: '/',
-  },
-  {
-    name: "reference: fastify bare vs the contract's floor",
-    baseline: 'fastify bare',
-    candidate: "fastify + the contract's floor",
-    path: '/',
-  },
-  { name: 'express: bare vs tether', baseline: 'express bare', candidate: 'express + tether', path: '/', target: 0.95 },
-  { name: 'fastify: bare vs tether', baseline: 'fastify bare', candidate: 'fastify + tether', path: '/', target: 0.95 },
-  {
-    name: 'express: bare vs tether + hardenServer()',
-    baseline: 'express bare',
-    candidate: 'express + tether + hardenServer()',
-    path: '/',
-  },
-  {
-    name: 'fastify: bare vs tether + hardenServer()',
-    baseline: 'fastify bare',
-    candidate: 'fastify + tether + hardenServer()',
-    path: '/',
-  },
-  {
-    name: 'fastify: handlerTimeout vs tether',
-    baseline: 'fastify + handlerTimeout',
-    candidate: 'fastify + tether',
-    path: '/',
-    target: 1,
-  },
-  {
-    name: 'express: connect-timeout vs tether',
-    baseline: 'express + connect-timeout',
-    candidate: 'express + tether',
-    path: '/',
-  },
-  {
-    name: 'express fan-out: Promise.all vs all()',
-    baseline: 'express bare',
-    candidate: 'express + tether',
-    path: '/fanout',
-    target: 0.95,
-  },
-  {
-    // Both with tether: what all() costs beside Promise.all, the middleware set aside.
-    name: 'express fan-out, both with tether: Promise.all vs all()',
-    baseline: 'express + tether, Promise.all',
-    candidate: 'express + tether',
-    path: '/fanout',
-  },
-  {
-    name: 'fastify fan-out: Promise.all vs all()',
-    baseline: 'fastify bare',
-    candidate: 'fastify + tether',
-    path: '/fanout',
-    target: 0.95,
-  },
-  {
-    name: 'fastify fan-out, both with tether: Promise.all vs all()',
-    baseline: 'fastify + tether, Promise.all',
-    candidate: 'fastify + tether',
-    path: '/fanout',
-  },
-]
 
 const generator = generatorFrom('wrk', 'wrk') ?? 'autocannon'
 

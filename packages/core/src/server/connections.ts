@@ -165,8 +165,9 @@ export function adoptConnection(req: HttpRequest, res: HttpResponse): HttpServer
   }
   // HTTP/2 only gets here for a session accepted before tracking began: `req.socket` is then the
   // session's socket proxy, which knows the server.
-  const socket = req.socket as (Socket & { server?: HttpServer }) | null | undefined
-  const server = socket?.server
+  const socket = req.socket as (Socket & { server?: HttpServer | null }) | null | undefined
+  // No server: a socket a test or an in-memory transport made (its `server` unset, or null).
+  const server = socket?.server ?? undefined
   if (server === undefined || (socket as TrackedSocket)[kTracked] === true) return server
   const state = trackServer(server)
   if (stream !== undefined && state.h2 !== undefined) adoptStream(state.h2, stream)

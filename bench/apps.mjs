@@ -1,0 +1,86 @@
+// The apps every HTTP benchmark compares, by name: the bare frameworks, tether, and the references
+// (a no-op middleware, the contract's floor, the frameworks' own timeouts). bench/http-server.mjs
+// serves them over sockets; bench/in-process.mjs calls them directly, without sockets.
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { all } from '@tether/core'
+import { tether as tetherExpress } from '@tether/express'
+import { tether as tetherFastify } from '@tether/fastify'
+import connectTimeout from 'connect-timeout'
+import express from 'express'
+import Fastify from 'fastify'
+
+const TIMEOUT_MS = 10_000 // never reached: the benchmark measures the cost of having a deadline
+const hello = { hello: 'world' }
+const task = async () => 1
+const three = [task, task, task]
+
+// The contract's floor (see the contenders below): an AsyncLocalStorage of its own, entered per request.
+const floorStorage = new AsyncLocalStorage()
+const floorStore = {}
+const ignore = () => {}
+
+// The fan-out route: all() in the tether apps; Promise.all in the bare ones and in the tether apps
+// marked `promiseAll`, which isolate what all() itself costs beside the middleware.
+const fanOut = (useAll) => (useAll ? all(three) : Promise.all(three.map((t) => t())))
+
+function expressApp(kind, promiseAll = false) {
+  const app = express()
+  if (kind === 'tether') app.use(tetherExpress({ timeout: TIMEOUT_MS, logger: false }))
+  if (kind === 'connect-timeout') app.use(connectTimeout(`${TIMEOUT_MS}ms`))
+  if (kind === 'noop') app.use((_req, _res, next) => next())
+  if (kind === 'floor') {
+    app.use((_req, res, next) => {
+      res.on('close', ignore)
+      floorStorage.run(floorStore, next)
+    })
+  }
+  app.get('/', (_req, res) => {
+    res.json(hello)
+  })
+  app.get('/fanout', async (_req, res) => {
+    res.json(await fanOut(kind === 'tether' && !promiseAll))
+  })
+  return app
+}
+
+async function fastifyApp(kind, http2 = false, promiseAll = false) {
+  const app = Fastify(kind === 'handlerTimeout' ? { handlerTimeout: TIMEOUT_MS } : http2 ? { http2: true } : {})
+  if (kind === 'tether') await app.register(tetherFastify, { timeout: TIMEOUT_MS, logger: false })
+  if (kind === 'noop') app.addHook('onRequest', (_request, _reply, done) => done())
+  if (kind === 'floor') {
+    app.addHook('onRequest', (_request, reply, done) => {
+      reply.raw.on('close', ignore)
+      floorStorage.run(floorStore, done)
+    })
+  }
+  app.get('/', async () => hello)
+  app.get('/fanout', async () => fanOut(kind === 'tether' && !promiseAll))
+  return app
+}
+
+export const contenders = {
+  'express bare': () => expressApp('bare'),
+  'express bare (2nd copy)': () => expressApp('bare'),
+  'express + tether': () => expressApp('tether'),
+  // What the production guide tells users to run: the middleware and a hardened server.
+  'express + tether + hardenServer()': () => expressApp('tether'),
+  'express + connect-timeout': () => expressApp('connect-timeout'),
+  // What any per-request middleware or hook costs: one that does nothing.
+  'express + a no-op middleware': () => expressApp('noop'),
+  // The least any integration of tether's contract does per request: enter AsyncLocalStorage for
+  // the handler and listen for the response's close.
+  "express + the contract's floor": () => expressApp('floor'),
+  'express + tether, Promise.all': () => expressApp('tether', true),
+  'fastify bare': () => fastifyApp('bare'),
+  'fastify bare (2nd copy)': () => fastifyApp('bare'),
+  'fastify + tether': () => fastifyApp('tether'),
+  'fastify + tether + hardenServer()': () => fastifyApp('tether'),
+  'fastify + handlerTimeout': () => fastifyApp('handlerTimeout'),
+  'fastify + a no-op onRequest hook': () => fastifyApp('noop'),
+  "fastify + the contract's floor": () => fastifyApp('floor'),
+  'fastify + tether, Promise.all': () => fastifyApp('tether', false, true),
+  // HTTP/2 cleartext (h2c), for bench/http2.mjs.
+  'fastify h2 bare': () => fastifyApp('bare', true),
+  'fastify h2 bare (2nd copy)': () => fastifyApp('bare', true),
+  'fastify h2 + tether': () => fastifyApp('tether', true),
+}

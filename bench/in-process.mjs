@@ -1,0 +1,158 @@
+// The HTTP pairs of bench/http.mjs without sockets: each request is a real `http.IncomingMessage`
+// and `http.ServerResponse` handed straight to the app (Express's `app(req, res)`, Fastify's
+// `app.routing(req, res)`), its output kept in the response until it is dropped. No parser, no
+// kernel, no load generator: what is left is the frameworks' and tether's JavaScript, which is
+// what tether can change, measured closely enough to see a tenth of a microsecond (the socket
+// benchmark's noise is several microseconds a request on a shared machine).
+//
+// Both contenders of a pair live in one fresh process and are timed in alternating windows
+// (A B, B A, ...) of --window requests, 50 arriving per turn of the event loop; the figures are
+// the medians over rounds of each one's time per request and of the ratio baseline ÷ candidate.
+//
+//   node bench/in-process.mjs [--rounds 40] [--window 5000] [--only express] [--json]
+//
+// Pairs that need a server (hardenServer()) are left out. Uses the built packages (pnpm build).
+import { execFileSync } from 'node:child_process'
+import { IncomingMessage, ServerResponse } from 'node:http'
+import { Duplex } from 'node:stream'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { contenders } from './apps.mjs'
+import { alternate } from './lib.mjs'
+import { PAIRS } from './pairs.mjs'
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '40' },
+    window: { type: 'string', default: '5000' },
+    only: { type: 'string' },
+    pair: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+})
+const rounds = Number(values.rounds)
+const window = Number(values.window)
+for (const [option, value] of [
+  ['--rounds', rounds],
+  ['--window', window],
+]) {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${option} must be a whole number ≥ 1, got ${value}`)
+}
+
+// The socket every request names; no response is given it. Without one, Node keeps a response's
+// output in the response (dropped with it), so 'finish' and 'close' are emitted here.
+const socket = new Duplex({ read() {}, write: (_chunk, _encoding, callback) => callback() })
+
+/** What a handler is called with: an app's entry point taking (req, res). */
+async function entryOf(name) {
+  const app = await contenders[name]()
+  if (typeof app.routing === 'function') {
+    await app.ready()
+    return app.routing
+  }
+  return app
+}
+
+const BATCH = 50
+const headers = { host: '127.0.0.1:3000', 'user-agent': 'wrk', accept: '*/*' }
+const responses = new Array(BATCH)
+
+/**
+ * Serves BATCH GET requests for `path` as a loaded server does: they all arrive in one turn of the
+ * event loop, each a fresh request and response, and each response closes once it has ended.
+ */
+async function serveBatch(handle, path) {
+  for (let i = 0; i < BATCH; i++) {
+    const req = new IncomingMessage(socket)
+    req.method = 'GET'
+    req.url = path
+    req.httpVersionMajor = 1
+    req.httpVersionMinor = 1
+    req.httpVersion = '1.1'
+    req.headers = { ...headers }
+    req.complete = true
+    req.push(null)
+    const res = new ServerResponse(req)
+    responses[i] = res
+    handle(req, res)
+  }
+  // Async handlers end their responses on later ticks; an immediate runs after all of them.
+  await new Promise(setImmediate)
+  for (let i = 0; i < BATCH; i++) {
+    const res = responses[i]
+    if (!res.writableEnded) throw new Error(`a response to ${path} did not end within the turn`)
+    // As Node's server does once the socket took the last byte: 'finish', then 'close' (the
+    // frameworks' own timeouts are cleared at 'finish').
+    res.emit('finish')
+    res.emit('close')
+    responses[i] = undefined
+  }
+}
+
+/**
+ * Microseconds per request over one window of `window` requests. Wall time, not CPU time: the
+ * process does nothing else meanwhile, and the kernel's CPU accounting is too coarse for windows
+ * of a few milliseconds. A window the scheduler interrupted is an outlier the median drops.
+ */
+async function measure(handle, path) {
+  const started = process.hrtime.bigint()
+  for (let i = 0; i < window; i += BATCH) await serveBatch(handle, path)
+  return Number(process.hrtime.bigint() - started) / 1_000 / window
+}
+
+/** Measures one pair in this process: both apps built, warmed up, then timed in alternation. */
+async function measurePair(pair) {
+  const baseline = { handle: await entryOf(pair.baseline) }
+  const candidate = { handle: await entryOf(pair.candidate) }
+  // Warm-up: both paths optimized before the first measured window.
+  for (const contender of [baseline, candidate]) await measure(contender.handle, pair.path)
+  const medians = await alternate(rounds, baseline, candidate, (contender) => measure(contender.handle, pair.path))
+  return {
+    ...pair,
+    baselineMicros: medians.baselineNs,
+    candidateMicros: medians.candidateNs,
+    // alternate() reports candidate ÷ baseline; the figure here is baseline ÷ candidate, as for HTTP.
+    ratio: 1 / medians.ratio,
+  }
+}
+
+if (values.pair !== undefined) {
+  // A child of the run below: one pair, its result on stdout.
+  const pair = PAIRS.find((candidate) => candidate.name === values.pair)
+  if (pair === undefined) throw new Error(`unknown pair: ${values.pair}`)
+  process.stdout.write(`${JSON.stringify(await measurePair(pair))}\n`)
+  process.exit(0)
+}
+
+// Each pair in a fresh process: apps measured earlier in the same process would leave their
+// optimized code, heap and timers behind, and later pairs ran measurably slower for it.
+const pairs = PAIRS.filter(
+  (pair) =>
+    !pair.candidate.includes('hardenServer()') && (values.only === undefined || pair.name.includes(values.only)),
+)
+const results = []
+for (const pair of pairs) {
+  const argv = [
+    fileURLToPath(import.meta.url),
+    '--pair',
+    pair.name,
+    '--rounds',
+    String(rounds),
+    '--window',
+    String(window),
+  ]
+  const out = execFileSync(process.execPath, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+  results.push(JSON.parse(out))
+}
+
+if (values.json) {
+  process.stdout.write(`${JSON.stringify({ node: process.version, rounds, window, results })}\n`)
+} else {
+  console.log(`Node ${process.version}, ${rounds} rounds of ${window} requests per contender, no sockets`)
+  for (const r of results) {
+    const target = r.target === undefined ? '' : ` (target ≥ ${r.target})`
+    console.log(
+      `${r.name} ${r.path}: ${r.baselineMicros.toFixed(2)} µs vs ${r.candidateMicros.toFixed(2)} µs, ratio ${r.ratio.toFixed(3)}${target}`,
+    )
+  }
+}
