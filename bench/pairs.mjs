@@ -36,6 +36,19 @@ export const PAIRS = [
     candidate: "fastify + the contract's floor",
     path: '/',
   },
+  // tether beside the floor: what it adds beyond what no integration of its contract avoids.
+  {
+    name: "reference: express with the contract's floor vs tether",
+    baseline: "express + the contract's floor",
+    candidate: 'express + tether',
+    path: '/',
+  },
+  {
+    name: "reference: fastify with the contract's floor vs tether",
+    baseline: "fastify + the contract's floor",
+    candidate: 'fastify + tether',
+    path: '/',
+  },
   { name: 'express: bare vs tether', baseline: 'express bare', candidate: 'express + tether', path: '/', target: 0.95 },
   { name: 'fastify: bare vs tether', baseline: 'fastify bare', candidate: 'fastify + tether', path: '/', target: 0.95 },
   {

@@ -10,6 +10,8 @@
 //   pnpm bench -- --report-only     rewrite BENCHMARKS.md from bench/results/latest.json
 //   pnpm bench -- --profile         only profile each adapter's request path, bare vs tether
 //                                   (bench/profile.mjs), and print where the CPU goes
+//   pnpm bench -- --in-process      only the HTTP pairs without sockets (bench/in-process.mjs), on
+//                                   Node 22, 24 and 26, spliced into BENCHMARKS.md
 //   pnpm bench -- --proxies         also the rolling-restart and retry scenarios through nginx and
 //                                   haproxy (bench/proxies.mjs; installs them with apt-get if missing)
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -18,6 +20,7 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { barChart } from './chart.mjs'
+import { inProcessSection } from './in-process-report.mjs'
 import { overloadSection } from './overload-report.mjs'
 import { proxiesSection } from './proxies.mjs'
 import { threadsSection } from './threads-report.mjs'
@@ -35,6 +38,7 @@ const { values } = parseArgs({
     'report-only': { type: 'boolean' },
     proxies: { type: 'boolean' },
     profile: { type: 'boolean' },
+    'in-process': { type: 'boolean' },
   },
 })
 
@@ -91,6 +95,29 @@ if (values.profile) {
   process.exit(0)
 }
 
+// The pairs without sockets keep their own results file too, and `--in-process` replaces their
+// section of BENCHMARKS.md in place: they take a minute per Node line, the full run an hour.
+const inProcessFile = `${root}bench/results/in-process.json`
+if (values['in-process']) {
+  const when = new Date().toISOString().slice(0, 10)
+  const lines = ['22', '24', '26'].map((line) => ({ ...runJson('in-process.mjs', [], line), when }))
+  mkdirSync(`${root}bench/results`, { recursive: true })
+  writeFileSync(inProcessFile, JSON.stringify(lines, null, 2))
+  const section = inProcessSection(lines)
+  const report = readFileSync(`${root}BENCHMARKS.md`, 'utf8')
+  const start = report.indexOf('## Without sockets')
+  const next = start === -1 ? -1 : report.indexOf('\n## ', start)
+  const end = next === -1 ? report.length : next + 1
+  const before = report.indexOf('## Reading the results')
+  const updated =
+    start !== -1
+      ? report.slice(0, start) + section + report.slice(end)
+      : report.slice(0, before) + section + report.slice(before)
+  writeFileSync(`${root}BENCHMARKS.md`, updated)
+  console.log(section)
+  process.exit(0)
+}
+
 const quick = values.quick === true
 const resultsFile = `${root}bench/results/latest.json`
 // Every figure of a run, kept in bench/results/latest.json so that --report-only can rewrite the
@@ -138,6 +165,7 @@ if (values.proxies && !values['report-only']) {
 }
 const proxies = existsSync(proxiesFile) ? JSON.parse(readFileSync(proxiesFile, 'utf8')) : undefined
 const profile = existsSync(profileFile) ? JSON.parse(readFileSync(profileFile, 'utf8')) : undefined
+const inProcess = existsSync(inProcessFile) ? JSON.parse(readFileSync(inProcessFile, 'utf8')) : undefined
 
 /** Where a request's CPU goes: the busiest functions of tether's own code, from bench/profile.mjs. */
 function profileSection({ node, when: taken, hello, fanOut }) {
@@ -377,7 +405,7 @@ server process.
 ${soakTable.join('\n')}
 `
 }
-${proxies === undefined ? '' : `${proxiesSection(proxies)}\n`}${profile === undefined ? '' : profileSection(profile)}## Reading the results
+${proxies === undefined ? '' : `${proxiesSection(proxies)}\n`}${profile === undefined ? '' : profileSection(profile)}${inProcess === undefined ? '' : inProcessSection(inProcess)}## Reading the results
 
 - Over HTTP/2, tether reads nothing per stream beyond what it reads per HTTP/1.1 request: the
   sessions' own lists of open streams are walked only by \`shutdown()\` and the hardening checker.

@@ -1,5 +1,6 @@
 import http from 'node:http'
-import { inspect } from '@tether/core'
+import { Socket } from 'node:net'
+import { CanceledError, createTether, inspect } from '@tether/core'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
 import { emptyListsArmed } from '../packages/core/src/primitives/timers.js'
@@ -135,5 +136,26 @@ describe.each(frameworks)('$name: deadline timers', (framework) => {
     await eventually(() => inspect().inflight.length === 0, 2_000, 'nothing in flight')
     // Each of the forty delays had a timer of its own; of those, one at most is still armed.
     expect(emptyListsArmed()).toBeLessThanOrEqual(1)
+  })
+})
+
+describe('createTether().attach() on a request built by hand', () => {
+  // What in-memory transports, test helpers and the in-process benchmark make: a request whose
+  // socket was never accepted by a server, so Node leaves its `server` null.
+  it('binds a request whose socket has no server, and ends its scope when the response closes', () => {
+    const socket = new Socket()
+    expect((socket as Socket & { server?: unknown }).server).toBeNull()
+    const req = new http.IncomingMessage(socket)
+    req.method = 'GET'
+    req.headers = { 'x-request-timeout-ms': '500' }
+    const res = new http.ServerResponse(req)
+    const binding = createTether({ timeout: 5_000, logger: false })
+    const scope = binding.attach(req, res)
+    expect(scope.remaining()).toBeLessThanOrEqual(500)
+    expect(inspect().inflight).toHaveLength(1)
+    res.emit('close')
+    expect(scope.signal.aborted).toBe(true)
+    expect(scope.signal.reason).toBeInstanceOf(CanceledError)
+    expect(inspect().inflight).toHaveLength(0)
   })
 })

@@ -348,11 +348,13 @@ export class Scope implements Timed, AbortSubscriber {
   }
 
   /** Arms the deadline timer, unless an ancestor's timer already covers this deadline. */
-  #arm(now = Date.now()): void {
+  #arm(at?: number): void {
     const own = this.#ownDeadline
     if (own === undefined) return
     const inherited = this.#parent?.deadline
     if (inherited !== undefined && inherited <= own) return
+    // The clock is read only for a deadline of its own: a group's scope (one per fan-out) has none.
+    const now = at ?? Date.now()
     if (own <= now) {
       if (deadlineChannel.hasSubscribers) deadlineChannel.publish(deadlineMessage(this, own))
       this.#abort(new LazyReason(makeDeadlineExceeded, true, this.#request?.deadlineStatus))

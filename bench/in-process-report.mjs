@@ -1,0 +1,36 @@
+// The "Without sockets" section of BENCHMARKS.md, from the JSON bench/in-process.mjs prints with
+// --json, one per Node line. Used by bench/run.mjs (`pnpm bench -- --in-process` measures and
+// splices it in; every full run or --report-only keeps the last one measured).
+
+/** The section, for the results of one in-process run per Node line. */
+export function inProcessSection(lines) {
+  const [first] = lines
+  const rows = first.results.map((pair, index) => {
+    const cells = lines.map(({ results }) => {
+      const r = results[index]
+      const added = r.candidateMicros - r.baselineMicros
+      return `${r.baselineMicros.toFixed(2)} → ${r.candidateMicros.toFixed(2)} µs (${added >= 0 ? '+' : ''}${added.toFixed(2)}), **${r.ratio.toFixed(3)}**`
+    })
+    return `| ${pair.name} | \`${pair.path}\` | ${cells.join(' | ')} |`
+  })
+  return `## Without sockets: what tether's own code costs
+
+\`pnpm bench -- --in-process\` (\`bench/in-process.mjs\`, ${first.when}): the HTTP pairs above with no socket, parser or
+load generator. Each request is a real \`IncomingMessage\` and \`ServerResponse\` handed straight to the
+app, 50 per turn of the event loop; each pair in a fresh process, its contenders timed in alternating
+windows of ${first.window.toLocaleString('en')} requests, medians of ${first.rounds} rounds. What remains is the frameworks' JavaScript
+and tether's, so a tenth of a microsecond shows (over sockets, one run differs from the next by more).
+Cells: baseline → candidate per request (the difference), and the ratio baseline ÷ candidate. The
+ratios are not the HTTP ones: without the kernel's share, a request is a fraction of its cost over
+a socket, so the same added microseconds weigh more (a Fastify hello-world is about 1.5 µs here).
+On Node 22, Express 5 itself is several times slower than on 24: it re-parents every \`req\` and
+\`res\` with \`Object.setPrototypeOf\`, and re-parenting the two, then setting a few properties on
+them, costs about 11 µs more a request than without on Node 22's V8, about 2 µs on 24's (bare Node
+objects, one loop); what tether does to those objects is slower there too.
+
+| comparison | route | ${lines.map(({ node }) => `Node ${node}`).join(' | ')} |
+| --- | --- | ${lines.map(() => '---').join(' | ')} |
+${rows.join('\n')}
+
+`
+}
