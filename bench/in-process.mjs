@@ -10,6 +10,7 @@
 // the medians over rounds of each one's time per request and of the ratio baseline ÷ candidate.
 //
 //   node bench/in-process.mjs [--rounds 40] [--window 5000] [--only express] [--json]
+//   node bench/in-process.mjs --bytes [--json]     heap bytes each request allocates, bare vs tether
 //
 // Pairs that need a server (hardenServer()) are left out. Uses the built packages (pnpm build).
 import { execFileSync } from 'node:child_process'
@@ -17,6 +18,7 @@ import { IncomingMessage, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { getHeapSpaceStatistics } from 'node:v8'
 import { contenders } from './apps.mjs'
 import { alternate } from './lib.mjs'
 import { PAIRS } from './pairs.mjs'
@@ -27,6 +29,7 @@ const { values } = parseArgs({
     window: { type: 'string', default: '5000' },
     only: { type: 'string' },
     pair: { type: 'string' },
+    bytes: { type: 'boolean' },
     json: { type: 'boolean' },
   },
 })
@@ -114,6 +117,87 @@ async function measurePair(pair) {
     // alternate() reports candidate ÷ baseline; the figure here is baseline ÷ candidate, as for HTTP.
     ratio: 1 / medians.ratio,
   }
+}
+
+// ---- bytes allocated: `--bytes` ----------------------------------------------------------------
+// What a request allocates on V8's heap, counted rather than timed: new space grows by exactly what
+// is allocated until a scavenge empties it, and in this loop the same requests allocate the same
+// bytes to within a few, whatever the machine is doing. A window a scavenge interrupted is measured
+// again. test/hot-path.test.ts holds tether's share to a budget.
+const BYTE_PAIRS = [
+  { name: 'express', baseline: 'express bare', candidate: 'express + tether', path: '/' },
+  { name: 'fastify', baseline: 'fastify bare', candidate: 'fastify + tether', path: '/' },
+  {
+    name: 'express fan-out: Promise.all vs all()',
+    baseline: 'express bare',
+    candidate: 'express + tether',
+    path: '/fanout',
+  },
+  {
+    name: 'fastify fan-out: Promise.all vs all()',
+    baseline: 'fastify bare',
+    candidate: 'fastify + tether',
+    path: '/fanout',
+  },
+  // For reference, not budgeted: what the contract's floor allocates.
+  {
+    name: "express: the contract's floor",
+    baseline: 'express bare',
+    candidate: "express + the contract's floor",
+    path: '/',
+  },
+  {
+    name: "fastify: the contract's floor",
+    baseline: 'fastify bare',
+    candidate: "fastify + the contract's floor",
+    path: '/',
+  },
+]
+const newSpaceUsed = () => getHeapSpaceStatistics().find((space) => space.space_name === 'new_space').space_used_size
+
+/** Bytes allocated per request: the median of 9 windows of 4 batches that no scavenge interrupted. */
+async function bytesPerRequest(handle, path) {
+  for (let i = 0; i < 200; i++) await serveBatch(handle, path)
+  const samples = []
+  for (let attempt = 0; attempt < 100 && samples.length < 9; attempt++) {
+    const before = newSpaceUsed()
+    for (let i = 0; i < 4; i++) await serveBatch(handle, path)
+    const after = newSpaceUsed()
+    if (after > before) samples.push((after - before) / (4 * BATCH))
+  }
+  if (samples.length < 9) throw new Error('scavenges interrupted nearly every window')
+  return Math.round(samples.sort((a, b) => a - b)[4])
+}
+
+if (values.bytes && !process.execArgv.includes('--single-threaded')) {
+  // V8 on one thread: with its compilers on other threads, what gets optimized, and so what escape
+  // analysis spares, varies from one run to the next by a few hundred bytes a request.
+  const argv = ['--single-threaded', fileURLToPath(import.meta.url), ...process.argv.slice(2)]
+  process.stdout.write(execFileSync(process.execPath, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }))
+  process.exit(0)
+}
+if (values.bytes) {
+  const handles = new Map()
+  const bytes = new Map()
+  const of = async (name, path) => {
+    const key = `${name} ${path}`
+    if (!bytes.has(key)) {
+      if (!handles.has(name)) handles.set(name, await entryOf(name))
+      bytes.set(key, await bytesPerRequest(handles.get(name), path))
+    }
+    return bytes.get(key)
+  }
+  const results = {}
+  for (const pair of BYTE_PAIRS) {
+    const baseline = await of(pair.baseline, pair.path)
+    const candidate = await of(pair.candidate, pair.path)
+    results[pair.name] = { baseline, candidate, added: candidate - baseline }
+  }
+  if (values.json) process.stdout.write(`${JSON.stringify({ node: process.version, results })}\n`)
+  else
+    for (const [name, r] of Object.entries(results))
+      console.log(`${name}: ${r.baseline} → ${r.candidate} bytes a request (${r.added >= 0 ? '+' : ''}${r.added})`)
+  process.exit(0)
 }
 
 if (values.pair !== undefined) {

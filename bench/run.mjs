@@ -100,7 +100,11 @@ if (values.profile) {
 const inProcessFile = `${root}bench/results/in-process.json`
 if (values['in-process']) {
   const when = new Date().toISOString().slice(0, 10)
-  const lines = ['22', '24', '26'].map((line) => ({ ...runJson('in-process.mjs', [], line), when }))
+  const lines = ['22', '24', '26'].map((line) => ({
+    ...runJson('in-process.mjs', [], line),
+    bytes: runJson('in-process.mjs', ['--bytes'], line).results,
+    when,
+  }))
   mkdirSync(`${root}bench/results`, { recursive: true })
   writeFileSync(inProcessFile, JSON.stringify(lines, null, 2))
   const section = inProcessSection(lines)
