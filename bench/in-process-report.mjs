@@ -2,21 +2,22 @@
 // --json, one per Node line. Used by bench/run.mjs (`pnpm bench -- --in-process` measures and
 // splices it in; every full run or --report-only keeps the last one measured).
 
-/** What each request allocates, bare → with tether, per line (\`bench/in-process.mjs --bytes\`). */
+/** What each request allocates, bare → with tether, per line (`bench/in-process.mjs --bytes`). */
 function bytesPart(lines) {
   if (lines.some(({ bytes }) => bytes === undefined)) return ''
   const rows = Object.keys(lines[0].bytes).map((name) => {
     const cells = lines.map(({ bytes }) => {
       const { baseline, candidate, added } = bytes[name]
-      return `${baseline.toLocaleString('en')} → ${candidate.toLocaleString('en')} (**+${added.toLocaleString('en')}**)`
+      return `${baseline.toLocaleString('en')} → ${candidate.toLocaleString('en')} (**${added >= 0 ? '+' : ''}${added.toLocaleString('en')}**)`
     })
     return `| ${name} | ${cells.join(' | ')} |`
   })
   return `
 Heap bytes each request allocates, counted rather than timed (\`node bench/in-process.mjs --bytes\`:
 the same requests, V8 on one thread, the growth of its young generation over windows no scavenge
-interrupted; two runs agree to within a few bytes, Express on Node 24 to within 200). \`test/hot-path.test.ts\` holds tether's share to a
-budget per Node line, so an object or closure added per request fails in CI.
+interrupted; two runs agree to within a few bytes, Express on Node 24 to within 200).
+\`test/hot-path.test.ts\` holds tether's share to a budget per Node line, so an object or closure
+added per request fails in CI.
 
 | pair | ${lines.map(({ node }) => `Node ${node}`).join(' | ')} |
 | --- | ${lines.map(() => '---').join(' | ')} |
