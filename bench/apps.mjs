@@ -23,6 +23,20 @@ const ignore = () => {}
 // marked `promiseAll`, which isolate what all() itself costs beside the middleware.
 const fanOut = (useAll) => (useAll ? all(three) : Promise.all(three.map((t) => t())))
 
+// The same statement run per request by one function 200 times, or by 200 copies of it once each
+// (the footprint pairs of pairs.mjs). The copies are compiled from source so that each is code of
+// its own, as the functions of a library are; the calls go through an array in both, so neither is
+// inlined into the hook.
+const COPIES = 200
+const step = (index) => new Function('state', `state.n = (state.n * 31 + ${index}) | 0`)
+const oneFunction = Array.from({ length: COPIES }, () => step(0))
+oneFunction.fill(oneFunction[0])
+const distinctFunctions = Array.from({ length: COPIES }, (_, index) => step(index))
+const footprintState = { n: 0 }
+function runEach(functions) {
+  for (let i = 0; i < functions.length; i++) functions[i](footprintState)
+}
+
 function expressApp(kind, promiseAll = false) {
   const app = express()
   if (kind === 'tether') app.use(tetherExpress({ timeout: TIMEOUT_MS, logger: false }))
@@ -43,13 +57,14 @@ function expressApp(kind, promiseAll = false) {
   return app
 }
 
-async function fastifyApp(kind, http2 = false, promiseAll = false) {
+async function fastifyApp(kind, http2 = false, promiseAll = false, extra = undefined) {
   const app = Fastify(kind === 'handlerTimeout' ? { handlerTimeout: TIMEOUT_MS } : http2 ? { http2: true } : {})
   if (kind === 'tether') await app.register(tetherFastify, { timeout: TIMEOUT_MS, logger: false })
   if (kind === 'noop') app.addHook('onRequest', (_request, _reply, done) => done())
   if (kind === 'floor') {
     app.addHook('onRequest', (_request, reply, done) => {
       reply.raw.on('close', ignore)
+      if (extra !== undefined) runEach(extra)
       floorStorage.run(floorStore, done)
     })
   }
@@ -78,6 +93,8 @@ export const contenders = {
   'fastify + handlerTimeout': () => fastifyApp('handlerTimeout'),
   'fastify + a no-op onRequest hook': () => fastifyApp('noop'),
   "fastify + the contract's floor": () => fastifyApp('floor'),
+  "fastify + the contract's floor + 200 calls of one function": () => fastifyApp('floor', false, false, oneFunction),
+  "fastify + the contract's floor + 200 distinct functions": () => fastifyApp('floor', false, false, distinctFunctions),
   'fastify + tether, Promise.all': () => fastifyApp('tether', false, true),
   // HTTP/2 cleartext (h2c), for bench/http2.mjs.
   'fastify h2 bare': () => fastifyApp('bare', true),

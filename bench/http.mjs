@@ -16,7 +16,7 @@
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import { comparePair, generatorFrom, onCore, pinned, runCapture } from './lib.mjs'
-import { PAIRS } from './pairs.mjs'
+import { selectPairs } from './pairs.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -57,8 +57,7 @@ async function load(url) {
 let node = process.version
 
 const results = []
-for (const pair of PAIRS) {
-  if (values.only && !pair.name.includes(values.only)) continue
+for (const pair of selectPairs(values.only)) {
   const { result, node: serverNode } = await comparePair(pair, { rounds, processes, load })
   node = serverNode
   results.push(result)

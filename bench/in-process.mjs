@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util'
 import { getHeapSpaceStatistics } from 'node:v8'
 import { contenders } from './apps.mjs'
 import { alternate } from './lib.mjs'
-import { PAIRS } from './pairs.mjs'
+import { PAIRS, selectPairs } from './pairs.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -195,10 +195,7 @@ if (values.pair !== undefined) {
 
 // Each pair in a fresh process: apps measured earlier in the same process would leave their
 // optimized code, heap and timers behind, and later pairs ran measurably slower for it.
-const pairs = PAIRS.filter(
-  (pair) =>
-    !pair.candidate.includes('hardenServer()') && (values.only === undefined || pair.name.includes(values.only)),
-)
+const pairs = selectPairs(values.only).filter((pair) => !pair.candidate.includes('hardenServer()'))
 const results = []
 for (const pair of pairs) {
   const argv = [
