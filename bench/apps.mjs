@@ -25,8 +25,7 @@ const fanOut = (useAll) => (useAll ? all(three) : Promise.all(three.map((t) => t
 
 // The same statement run per request by one function 200 times, or by 200 copies of it once each
 // (the footprint pairs of pairs.mjs). The copies are compiled from source so that each is code of
-// its own, as the functions of a library are; the calls go through an array in both, so neither is
-// inlined into the hook.
+// its own, as the functions of a library are; both are called through an array of 200.
 const COPIES = 200
 const step = (index) => new Function('state', `state.n = (state.n * 31 + ${index}) | 0`)
 const oneFunction = Array.from({ length: COPIES }, () => step(0))
