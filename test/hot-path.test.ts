@@ -51,19 +51,19 @@ describe('the request path', () => {
 const BYTES: Record<number, Record<string, number>> = {
   22: {
     express: 4397,
-    fastify: 1065,
+    fastify: 1032,
     'express fan-out: Promise.all vs all()': 5500,
     'fastify fan-out: Promise.all vs all()': 2465,
   },
   24: {
     express: 1760,
-    fastify: 1802,
+    fastify: 1770,
     'express fan-out: Promise.all vs all()': 3429,
     'fastify fan-out: Promise.all vs all()': 3385,
   },
   26: {
     express: 1977,
-    fastify: 1815,
+    fastify: 1783,
     'express fan-out: Promise.all vs all()': 4607,
     'fastify fan-out: Promise.all vs all()': 3265,
   },
