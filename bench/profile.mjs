@@ -1,7 +1,8 @@
 // Where a request's CPU goes, bare vs tether: each contender runs alone in a server process started
 // with --cpu-prof, under the same keep-alive load for a few seconds; the profile's samples are then
 // summed by function (self time). Prints the top functions of each, and the share of samples in
-// tether's own code, so anyone can see where tether's microseconds go.
+// tether's own code (of all samples, and of the busy ones), so anyone can see where tether's
+// microseconds go. The load is wrk's on the other core when it is installed, else this process's.
 //
 //   pnpm bench -- --profile                      (or: node bench/profile.mjs)
 //   node bench/profile.mjs --seconds 8 --top 20 'express + tether' 'express bare'
@@ -13,7 +14,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { startServer } from './lib.mjs'
+import { generatorFrom, onCore, runCapture, startServer } from './lib.mjs'
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -34,8 +35,18 @@ const contenders =
 const serverScript = fileURLToPath(new URL('http-server.mjs', import.meta.url))
 const profiles = fileURLToPath(new URL('results/profiles/', import.meta.url))
 
-/** Keep-alive load from this process: CONNECTIONS requests in flight, for `ms`. */
+// The HTTP pairs' generator, on the other core: a server is then as busy as it can be, as in
+// those pairs. Without wrk, this process's own client keeps it less busy; the shares of busy time
+// below compare either way.
+const wrk = generatorFrom('wrk', 'wrk')
+
+/** Keep-alive load: CONNECTIONS requests in flight, for `ms`; resolves with the requests served. */
 async function load(port, ms) {
+  if (wrk !== undefined) {
+    const url = `http://127.0.0.1:${port}${PATH}`
+    const out = await runCapture(onCore(1, [wrk, '-t1', `-c${CONNECTIONS}`, `-d${Math.ceil(ms / 1000)}s`, url]))
+    return Number(/(\d+) requests in/.exec(out)?.[1])
+  }
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS })
   const until = Date.now() + ms
   let done = 0
@@ -102,6 +113,8 @@ for (const name of contenders) {
     samples: total,
     busyShare: busy,
     tetherShare: tether,
+    // Of the time the server was busy: comparable between runs that loaded it more or less.
+    tetherBusyShare: tether / busy,
     top: ranked.slice(0, TOP),
     tetherTop: own.slice(0, TOP),
   }
@@ -112,7 +125,7 @@ if (values.json) {
 } else {
   for (const [name, result] of Object.entries(results)) {
     console.log(
-      `\n${name} ${result.path}: ${result.requests} requests, ${result.samples} samples (${(result.busyShare * 100).toFixed(1)}% busy), tether's own code ${(result.tetherShare * 100).toFixed(1)}% of them`,
+      `\n${name} ${result.path}: ${result.requests} requests, ${result.samples} samples (${(result.busyShare * 100).toFixed(1)}% busy), tether's own code ${(result.tetherShare * 100).toFixed(1)}% of them, ${(result.tetherBusyShare * 100).toFixed(1)}% of the busy ones`,
     )
     for (const { name: fn, share } of result.top) console.log(`  ${(share * 100).toFixed(1).padStart(5)}%  ${fn}`)
     console.log("  tether's own functions:")

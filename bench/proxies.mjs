@@ -436,7 +436,7 @@ export function proxiesSection(results) {
   )
   return `## Behind nginx and haproxy
 
-\`node bench/proxies.mjs --rounds ${results.rounds}\` (Node ${results.node}; nginx and haproxy from Debian, default
+\`node bench/proxies.mjs --rounds ${results.rounds}\` (Node ${results.node}${results.when === undefined ? '' : `, ${results.when}`}; nginx and haproxy from Debian, default
 settings but for those named; ${results.concurrency} keep-alive clients alternating GET and POST through the proxy; sums
 over ${results.rounds} round${results.rounds === 1 ? '' : 's'}). Upstreams: Express with tether and \`hardenServer()\`'s defaults.
 

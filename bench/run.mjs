@@ -9,7 +9,8 @@
 //   pnpm bench -- --skip-overload   leave out the goodput-under-overload benchmark
 //   pnpm bench -- --report-only     rewrite BENCHMARKS.md from bench/results/latest.json
 //   pnpm bench -- --profile         only profile each adapter's request path, bare vs tether
-//                                   (bench/profile.mjs), and print where the CPU goes
+//                                   (bench/profile.mjs), print where the CPU goes, and splice
+//                                   it into BENCHMARKS.md
 //   pnpm bench -- --in-process      only the HTTP pairs without sockets (bench/in-process.mjs), on
 //                                   Node 22, 24 and 26, spliced into BENCHMARKS.md
 //   pnpm bench -- --proxies         also the rolling-restart and retry scenarios through nginx and
@@ -50,6 +51,28 @@ if (Number(values.node) !== major && !values['report-only']) {
   process.exit(spawnSync('bash', rerun, { stdio: 'inherit' }).status ?? 1)
 }
 
+const reportFile = `${root}BENCHMARKS.md`
+
+/** The section of BENCHMARKS.md under `## heading`, up to the next `## `; '' when it has none. */
+function sectionOf(report, heading) {
+  const start = report.indexOf(`## ${heading}`)
+  if (start === -1) return ''
+  const next = report.indexOf('\n## ', start)
+  return report.slice(start, next === -1 ? report.length : next + 1)
+}
+
+/**
+ * Puts `section` in place of BENCHMARKS.md's section under `## heading`, or before "Reading the
+ * results" when there is none: for the parts of the report that run on their own (--profile,
+ * --in-process) and leave the rest of it as the last full run wrote it.
+ */
+function spliceSection(heading, section) {
+  const report = readFileSync(reportFile, 'utf8')
+  const old = sectionOf(report, heading)
+  const at = old === '' ? report.indexOf('## Reading the results') : report.indexOf(old)
+  writeFileSync(reportFile, report.slice(0, at) + section + report.slice(at + old.length))
+}
+
 /** Runs a benchmark script and returns its JSON; on another Node line (`on`) when given. */
 function runJson(script, args, on) {
   console.error(`> ${on === undefined ? '' : `node ${on}: `}node bench/${script} ${args.join(' ')}`)
@@ -65,8 +88,8 @@ function runJson(script, args, on) {
   return JSON.parse(out.trim().split('\n').pop())
 }
 
-// The CPU profiles keep their own results file, like the proxy scenarios: BENCHMARKS.md shows the
-// last ones taken (`pnpm bench -- --profile`, then any run or --report-only rewrites the report).
+// The CPU profiles keep their own results file, like the proxy scenarios, and `--profile` replaces
+// their section of BENCHMARKS.md in place (a full run keeps the last ones taken).
 const profileFile = `${root}bench/results/profile.json`
 if (values.profile) {
   const hello = runJson('profile.mjs', ['--seconds', '6', '--top', '10'])
@@ -83,14 +106,16 @@ if (values.profile) {
   const profile = { node: process.version, when: new Date().toISOString().slice(0, 10), hello, fanOut }
   mkdirSync(`${root}bench/results`, { recursive: true })
   writeFileSync(profileFile, JSON.stringify(profile, null, 2))
+  spliceSection("Where a request's CPU goes", profileSection(profile))
   for (const [name, result] of [
     ...Object.entries(hello),
     ...Object.entries(fanOut).map(([n, r]) => [`${n} /fanout`, r]),
   ]) {
     console.log(
-      `\n${name}: ${(result.busyShare * 100).toFixed(1)}% busy, tether's own code ${(result.tetherShare * 100).toFixed(2)}% of samples`,
+      `\n${name}: ${(result.busyShare * 100).toFixed(1)}% busy, tether's own code ${(result.tetherShare * 100).toFixed(2)}% of samples, ${(result.tetherBusyShare * 100).toFixed(2)}% of busy time`,
     )
-    for (const { name: fn, share } of result.tetherTop) console.log(`  ${(share * 100).toFixed(2).padStart(5)}%  ${fn}`)
+    for (const { name: fn, share } of result.tetherTop)
+      console.log(`  ${((share / result.busyShare) * 100).toFixed(2).padStart(5)}%  ${fn} (of busy time)`)
   }
   process.exit(0)
 }
@@ -108,16 +133,7 @@ if (values['in-process']) {
   mkdirSync(`${root}bench/results`, { recursive: true })
   writeFileSync(inProcessFile, JSON.stringify(lines, null, 2))
   const section = inProcessSection(lines)
-  const report = readFileSync(`${root}BENCHMARKS.md`, 'utf8')
-  const start = report.indexOf('## Without sockets')
-  const next = start === -1 ? -1 : report.indexOf('\n## ', start)
-  const end = next === -1 ? report.length : next + 1
-  const before = report.indexOf('## Reading the results')
-  const updated =
-    start !== -1
-      ? report.slice(0, start) + section + report.slice(end)
-      : report.slice(0, before) + section + report.slice(before)
-  writeFileSync(`${root}BENCHMARKS.md`, updated)
+  spliceSection('Without sockets', section)
   console.log(section)
   process.exit(0)
 }
@@ -165,37 +181,49 @@ const command = run.command ?? 'pnpm bench'
 const proxiesFile = `${root}bench/results/proxies.json`
 if (values.proxies && !values['report-only']) {
   mkdirSync(`${root}bench/results`, { recursive: true })
-  writeFileSync(proxiesFile, JSON.stringify(runJson('proxies.mjs', ['--rounds', quick ? '1' : '3']), null, 2))
+  const when = new Date().toISOString().slice(0, 10)
+  const results = { ...runJson('proxies.mjs', ['--rounds', quick ? '1' : '3']), when }
+  writeFileSync(proxiesFile, JSON.stringify(results, null, 2))
 }
-const proxies = existsSync(proxiesFile) ? JSON.parse(readFileSync(proxiesFile, 'utf8')) : undefined
-const profile = existsSync(profileFile) ? JSON.parse(readFileSync(profileFile, 'utf8')) : undefined
-const inProcess = existsSync(inProcessFile) ? JSON.parse(readFileSync(inProcessFile, 'utf8')) : undefined
+// bench/results/ is not committed: on a fresh clone these sections have no results file, and the
+// report keeps what the last run that had one wrote, rather than dropping the section.
+const lastReport = existsSync(reportFile) ? readFileSync(reportFile, 'utf8') : ''
+/** A section from its results file when there is one, else as the report has it now. */
+function keptSection(file, heading, render) {
+  return existsSync(file) ? render(JSON.parse(readFileSync(file, 'utf8'))) : sectionOf(lastReport, heading)
+}
+const proxiesText = keptSection(proxiesFile, 'Behind nginx and haproxy', (r) => `${proxiesSection(r)}\n`)
+const profileText = keptSection(profileFile, "Where a request's CPU goes", profileSection)
+const inProcessText = keptSection(inProcessFile, 'Without sockets', inProcessSection)
 
 /** Where a request's CPU goes: the busiest functions of tether's own code, from bench/profile.mjs. */
 function profileSection({ node, when: taken, hello, fanOut }) {
   const pct = (share) => `${(share * 100).toFixed(2)}%`
+  // Shares of busy time: a run that kept the server busier has more samples to share out.
+  const ofBusy = (share, r) => pct(share / r.busyShare)
   const runs = [
     ...Object.entries(hello).filter(([name]) => name.includes('tether')),
     ...Object.entries(fanOut).map(([name, result]) => [`${name}, fan-out`, result]),
   ]
   const rows = runs.map(
     ([name, r]) =>
-      `| ${name} (\`${r.path}\`) | ${pct(r.busyShare)} | **${pct(r.tetherShare)}** | ${r.tetherTop
+      `| ${name} (\`${r.path}\`) | ${pct(r.busyShare)} | **${ofBusy(r.tetherShare, r)}** | ${r.tetherTop
         .slice(0, 4)
-        .map(({ name: fn, share }) => `\`${fn.split(' ')[0]}\` ${pct(share)}`)
+        .map(({ name: fn, share }) => `\`${fn.split(' ')[0]}\` ${ofBusy(share, r)}`)
         .join(', ')} |`,
   )
   const bare = Object.entries(hello).filter(([name]) => !name.includes('tether'))
   return `## Where a request's CPU goes (profiles)
 
 \`pnpm bench -- --profile\` (Node ${node}, ${taken}): each contender alone in a server process under
-\`--cpu-prof\` (a sample every 100 µs), 32 keep-alive connections for 6 s; self time by function, as
-shares of all samples. The \`.cpuprofile\` files are in \`bench/results/profiles/\` (open them in
-Chrome's DevTools or speedscope). What tether adds beyond its own functions is Node's: the
+\`--cpu-prof\` (a sample every 100 µs), 32 keep-alive connections for 6 s (wrk on the other core);
+self time by function, as shares of the samples in which the server was busy (not idle), which
+compare between runs that kept it more or less busy. The \`.cpuprofile\` files are in
+\`bench/results/profiles/\` (open them in Chrome's DevTools or speedscope). What tether adds beyond its own functions is Node's: the
 AsyncLocalStorage entry, the \`close\` listener, and for a fan-out its \`AbortController\` and the
 trusted \`Event\` every \`abort()\` builds.
 
-| contender | busy | tether's own code | its busiest functions |
+| contender | busy | tether's own code, of busy time | its busiest functions, of busy time |
 | --- | --- | --- | --- |
 ${rows.join('\n')}
 
@@ -205,7 +233,7 @@ Top of the bare apps, for comparison: ${bare
         `${name}: ${r.top
           .filter(({ name: fn }) => !fn.startsWith('('))
           .slice(0, 3)
-          .map(({ name: fn, share }) => `\`${fn.split(' ')[0]}\` ${pct(share)}`)
+          .map(({ name: fn, share }) => `\`${fn.split(' ')[0]}\` ${ofBusy(share, r)}`)
           .join(', ')}`,
     )
     .join('; ')}.
@@ -409,7 +437,7 @@ server process.
 ${soakTable.join('\n')}
 `
 }
-${proxies === undefined ? '' : `${proxiesSection(proxies)}\n`}${profile === undefined ? '' : profileSection(profile)}${inProcess === undefined ? '' : inProcessSection(inProcess)}## Reading the results
+${proxiesText}${profileText}${inProcessText}## Reading the results
 
 - Over HTTP/2, tether reads nothing per stream beyond what it reads per HTTP/1.1 request: the
   sessions' own lists of open streams are walked only by \`shutdown()\` and the hardening checker.
@@ -432,5 +460,5 @@ ${floorBullet}- A finished fan-out always aborts its signal, so work a task left
   machine). A fan-out pays that once for all its tasks and registers nothing unless it outlives
   its request; a pool task pays it per task, which is noise beside the I/O a pool usually guards.
 `
-writeFileSync(`${root}BENCHMARKS.md`, markdown)
+writeFileSync(reportFile, markdown)
 console.log(markdown)
