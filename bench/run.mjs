@@ -145,6 +145,11 @@ const resultsFile = `${root}bench/results/latest.json`
 const OTHER_LINES = ['22', '24', '26'].filter((line) => line !== values.node)
 let run
 if (values['report-only']) {
+  // bench/results/ is not committed: a fresh clone has no run to rewrite the report from.
+  if (!existsSync(resultsFile)) {
+    console.error('--report-only: bench/results/latest.json does not exist; run `pnpm bench` first')
+    process.exit(1)
+  }
   run = JSON.parse(readFileSync(resultsFile, 'utf8'))
 } else {
   const rounds = (full, short) => ['--rounds', quick ? short : full]
