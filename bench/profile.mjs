@@ -109,6 +109,7 @@ for (const name of contenders) {
   const { total, ranked, tether, own, busy } = selfTime(JSON.parse(readFileSync(`${dir}${file}`, 'utf8')))
   results[name] = {
     path: PATH,
+    generator: wrk === undefined ? 'a Node client in the load process' : 'wrk on the other core',
     requests,
     samples: total,
     busyShare: busy,

@@ -218,15 +218,17 @@ function profileSection({ node, when: taken, hello, fanOut }) {
         .join(', ')} |`,
   )
   const bare = Object.entries(hello).filter(([name]) => !name.includes('tether'))
+  // Profiles taken before the generator was recorded were loaded by a Node client.
+  const generator = Object.values(hello)[0]?.generator ?? 'a Node client in the load process'
   return `## Where a request's CPU goes (profiles)
 
 \`pnpm bench -- --profile\` (Node ${node}, ${taken}): each contender alone in a server process under
-\`--cpu-prof\` (a sample every 100 µs), 32 keep-alive connections for 6 s (wrk on the other core);
+\`--cpu-prof\` (a sample every 100 µs), 32 keep-alive connections for 6 s (${generator});
 self time by function, as shares of the samples in which the server was busy (not idle), which
 compare between runs that kept it more or less busy. The \`.cpuprofile\` files are in
-\`bench/results/profiles/\` (open them in Chrome's DevTools or speedscope). What tether adds beyond its own functions is Node's: the
-AsyncLocalStorage entry, the \`close\` listener, and for a fan-out its \`AbortController\` and the
-trusted \`Event\` every \`abort()\` builds.
+\`bench/results/profiles/\` (open them in Chrome's DevTools or speedscope). What tether adds
+beyond its own functions is Node's: the AsyncLocalStorage entry, the \`close\` listener, and for a
+fan-out its \`AbortController\` and the trusted \`Event\` every \`abort()\` builds.
 
 | contender | busy | tether's own code, of busy time | its busiest functions, of busy time |
 | --- | --- | --- | --- |
