@@ -15,7 +15,7 @@
 //   node bench/http.mjs [--rounds 12] [--processes 3] [--seconds 2] [--only fastify] [--json]
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
-import { comparePair, generatorFrom, onCore, pinned, runCapture } from './lib.mjs'
+import { comparePair, generatorFrom, onCore, pinned, runCapture, wrkWindow } from './lib.mjs'
 import { selectPairs } from './pairs.mjs'
 
 const { values } = parseArgs({
@@ -40,12 +40,7 @@ const generator = generatorFrom('wrk', 'wrk') ?? 'autocannon'
 
 /** Loads one URL for one window; returns the requests served and the rate. */
 async function load(url) {
-  if (generator === 'wrk') {
-    const out = await runCapture(onCore(1, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, url]))
-    const requests = Number(/(\d+) requests in/.exec(out)?.[1])
-    const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
-    return { requests, rate }
-  }
+  if (generator === 'wrk') return wrkWindow(url, connections, seconds)
   const cli = require.resolve('autocannon/autocannon.js')
   const out = await runCapture(
     onCore(1, [process.execPath, cli, '-c', String(connections), '-d', String(seconds), '-j', url]),

@@ -47,6 +47,18 @@ export function onCore(core, argv) {
   return pinned ? ['taskset', '-c', String(core), ...argv] : argv
 }
 
+/**
+ * One window of wrk's keep-alive load on `url` from core 1 (the server is on core 0): one thread,
+ * `connections` connections, for `seconds` (whole seconds, wrk's unit); the requests it completed
+ * and their rate.
+ */
+export async function wrkWindow(url, connections, seconds) {
+  const out = await runCapture(onCore(1, ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, url]))
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1])
+  const rate = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1])
+  return { requests, rate }
+}
+
 /** Runs a command (a load generator) and resolves with what it printed; rejects on failure. */
 export function runCapture(argv) {
   return new Promise((resolve, reject) => {

@@ -14,7 +14,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { generatorFrom, onCore, runCapture, startServer } from './lib.mjs'
+import { generatorFrom, startServer, wrkWindow } from './lib.mjs'
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -38,15 +38,11 @@ const profiles = fileURLToPath(new URL('results/profiles/', import.meta.url))
 // The HTTP pairs' generator, on the other core: a server is then as busy as it can be, as in
 // those pairs. Without wrk, this process's own client keeps it less busy; the shares of busy time
 // below compare either way.
-const wrk = generatorFrom('wrk', 'wrk')
+const useWrk = generatorFrom('wrk', 'wrk') !== undefined
 
 /** Keep-alive load: CONNECTIONS requests in flight, for `ms`; resolves with the requests served. */
 async function load(port, ms) {
-  if (wrk !== undefined) {
-    const url = `http://127.0.0.1:${port}${PATH}`
-    const out = await runCapture(onCore(1, [wrk, '-t1', `-c${CONNECTIONS}`, `-d${Math.ceil(ms / 1000)}s`, url]))
-    return Number(/(\d+) requests in/.exec(out)?.[1])
-  }
+  if (useWrk) return (await wrkWindow(`http://127.0.0.1:${port}${PATH}`, CONNECTIONS, Math.ceil(ms / 1000))).requests
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS })
   const until = Date.now() + ms
   let done = 0
@@ -109,13 +105,11 @@ for (const name of contenders) {
   const { total, ranked, tether, own, busy } = selfTime(JSON.parse(readFileSync(`${dir}${file}`, 'utf8')))
   results[name] = {
     path: PATH,
-    generator: wrk === undefined ? 'a Node client in the load process' : 'wrk on the other core',
+    generator: useWrk ? 'wrk on the other core' : 'a Node client in the load process',
     requests,
     samples: total,
     busyShare: busy,
     tetherShare: tether,
-    // Of the time the server was busy: comparable between runs that loaded it more or less.
-    tetherBusyShare: tether / busy,
     top: ranked.slice(0, TOP),
     tetherTop: own.slice(0, TOP),
   }
@@ -126,7 +120,7 @@ if (values.json) {
 } else {
   for (const [name, result] of Object.entries(results)) {
     console.log(
-      `\n${name} ${result.path}: ${result.requests} requests, ${result.samples} samples (${(result.busyShare * 100).toFixed(1)}% busy), tether's own code ${(result.tetherShare * 100).toFixed(1)}% of them, ${(result.tetherBusyShare * 100).toFixed(1)}% of the busy ones`,
+      `\n${name} ${result.path}: ${result.requests} requests, ${result.samples} samples (${(result.busyShare * 100).toFixed(1)}% busy), tether's own code ${(result.tetherShare * 100).toFixed(1)}% of them, ${((result.tetherShare / result.busyShare) * 100).toFixed(1)}% of the busy ones`,
     )
     for (const { name: fn, share } of result.top) console.log(`  ${(share * 100).toFixed(1).padStart(5)}%  ${fn}`)
     console.log("  tether's own functions:")

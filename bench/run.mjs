@@ -73,6 +73,12 @@ function spliceSection(heading, section) {
   writeFileSync(reportFile, report.slice(0, at) + section + report.slice(at + old.length))
 }
 
+/**
+ * A profile's share of samples as a share of the samples in which the server was busy, in percent:
+ * a run that kept the server busier has more samples to share out, so only these compare.
+ */
+const ofBusy = (share, profile) => `${((share / profile.busyShare) * 100).toFixed(2)}%`
+
 /** Runs a benchmark script and returns its JSON; on another Node line (`on`) when given. */
 function runJson(script, args, on) {
   console.error(`> ${on === undefined ? '' : `node ${on}: `}node bench/${script} ${args.join(' ')}`)
@@ -112,10 +118,9 @@ if (values.profile) {
     ...Object.entries(fanOut).map(([n, r]) => [`${n} /fanout`, r]),
   ]) {
     console.log(
-      `\n${name}: ${(result.busyShare * 100).toFixed(1)}% busy, tether's own code ${(result.tetherShare * 100).toFixed(2)}% of samples, ${(result.tetherBusyShare * 100).toFixed(2)}% of busy time`,
+      `\n${name}: ${(result.busyShare * 100).toFixed(1)}% busy, tether's own code ${ofBusy(result.tetherShare, result)} of busy time`,
     )
-    for (const { name: fn, share } of result.tetherTop)
-      console.log(`  ${((share / result.busyShare) * 100).toFixed(2).padStart(5)}%  ${fn} (of busy time)`)
+    for (const { name: fn, share } of result.tetherTop) console.log(`  ${ofBusy(share, result).padStart(6)}  ${fn}`)
   }
   process.exit(0)
 }
@@ -204,8 +209,6 @@ const inProcessText = keptSection(inProcessFile, 'Without sockets', inProcessSec
 /** Where a request's CPU goes: the busiest functions of tether's own code, from bench/profile.mjs. */
 function profileSection({ node, when: taken, hello, fanOut }) {
   const pct = (share) => `${(share * 100).toFixed(2)}%`
-  // Shares of busy time: a run that kept the server busier has more samples to share out.
-  const ofBusy = (share, r) => pct(share / r.busyShare)
   const runs = [
     ...Object.entries(hello).filter(([name]) => name.includes('tether')),
     ...Object.entries(fanOut).map(([name, result]) => [`${name}, fan-out`, result]),
