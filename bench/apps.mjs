@@ -1,10 +1,8 @@
 // The apps every HTTP benchmark compares, by name: the bare frameworks, tether, and the references
 // (a no-op middleware, the contract's floor, the frameworks' own timeouts). bench/http-server.mjs
 // serves them over sockets; bench/in-process.mjs calls them directly, without sockets.
-import { AsyncLocalStorage } from 'node:async_hooks'
-import { all } from '@tether/core'
-import { tether as tetherExpress } from '@tether/express'
-import { tether as tetherFastify } from '@tether/fastify'
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks'
+import { pathToFileURL } from 'node:url'
 import connectTimeout from 'connect-timeout'
 import express from 'express'
 import Fastify from 'fastify'
@@ -14,10 +12,42 @@ const hello = { hello: 'world' }
 const task = async () => 1
 const three = [task, task, task]
 
-// The contract's floor (see the contenders below): an AsyncLocalStorage of its own, entered per request.
+/**
+ * The tether the apps are built with: this checkout's packages, or those of the checkout named by
+ * TETHER_BUILD (bench/versus.mjs: another commit, built). One build per process: a process that
+ * loads two copies of the package runs the second one's request path measurably slower.
+ */
+async function loadBuild(root) {
+  const load = (name) =>
+    root === undefined
+      ? import(`@tether/${name}`)
+      : import(pathToFileURL(`${root}/packages/${name}/dist/index.js`).href)
+  const [core, expressAdapter, fastifyAdapter] = await Promise.all([load('core'), load('express'), load('fastify')])
+  return {
+    all: core.all,
+    hardenServer: core.hardenServer,
+    tetherExpress: expressAdapter.tether,
+    tetherFastify: fastifyAdapter.tether,
+  }
+}
+export const build = await loadBuild(process.env.TETHER_BUILD)
+const { all, tetherExpress, tetherFastify } = build
+
+// The contract's floor (see the contenders below): an AsyncLocalStorage of its own, entered for the
+// rest of the chain the cheapest way Node has, as tether's runInScope() does: on Node 24 and later
+// (AsyncContextFrame) through an AsyncResource that puts the caller's context back unrebuilt,
+// where run() would build it again; on Node 22, run().
 const floorStorage = new AsyncLocalStorage()
 const floorStore = {}
 const ignore = () => {}
+function enterFloor(next) {
+  floorStorage.enterWith(floorStore)
+  next()
+}
+const runInFloor =
+  Number(process.versions.node.split('.')[0]) >= 24
+    ? (next) => new AsyncResource('floor').runInAsyncScope(enterFloor, undefined, next)
+    : (next) => floorStorage.run(floorStore, next)
 
 // The fan-out route: all() in the tether apps; Promise.all in the bare ones and in the tether apps
 // marked `promiseAll`, which isolate what all() itself costs beside the middleware.
@@ -53,7 +83,7 @@ function expressApp(kind, promiseAll = false) {
   if (kind === 'floor') {
     app.use((_req, res, next) => {
       res.on('close', ignore)
-      floorStorage.run(floorStore, next)
+      runInFloor(next)
     })
   }
   app.get('/', (_req, res) => {
@@ -73,7 +103,7 @@ async function fastifyApp(kind, http2 = false, promiseAll = false, extra = undef
     app.addHook('onRequest', (_request, reply, done) => {
       reply.raw.on('close', ignore)
       if (extra !== undefined) runEach(extra)
-      floorStorage.run(floorStore, done)
+      runInFloor(done)
     })
   }
   app.get('/', async () => hello)

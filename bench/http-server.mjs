@@ -4,8 +4,7 @@
 // contenders in alternating order (a process favours one of them a little), and brackets each
 // load window with 'begin'/'end' messages; the answer is this process's own CPU time over the
 // window (user + system, all threads).
-import { hardenServer } from '@tether/core'
-import { contenders } from './apps.mjs'
+import { build, contenders } from './apps.mjs'
 
 const ports = {}
 for (const name of process.argv.slice(2)) {
@@ -14,12 +13,12 @@ for (const name of process.argv.slice(2)) {
   const app = await make()
   if (typeof app.listen === 'function' && app.server !== undefined) {
     await app.listen({ port: 0, host: '127.0.0.1' })
-    if (name.endsWith('hardenServer()')) hardenServer(app.server)
+    if (name.endsWith('hardenServer()')) build.hardenServer(app.server)
     ports[name] = app.server.address().port
   } else {
     const server = app.listen(0, '127.0.0.1')
     await new Promise((resolve) => server.once('listening', resolve))
-    if (name.endsWith('hardenServer()')) hardenServer(server)
+    if (name.endsWith('hardenServer()')) build.hardenServer(server)
     ports[name] = server.address().port
   }
 }

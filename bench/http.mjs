@@ -12,11 +12,11 @@
 // - the figure is the median, over the rounds of every process, of the per-round ratio
 //   baseline ÷ candidate: ≥ 1 means the candidate costs no more than the baseline.
 //
-//   node bench/http.mjs [--rounds 12] [--processes 3] [--seconds 2] [--only fastify] [--json]
+//   node bench/http.mjs [--rounds 12] [--processes 3] [--seconds 2] [--only fastify | --pair NAME] [--json]
 import { createRequire } from 'node:module'
 import { parseArgs } from 'node:util'
 import { comparePair, generatorFrom, onCore, pinned, runCapture, wrkWindow } from './lib.mjs'
-import { selectPairs } from './pairs.mjs'
+import { pairNamed, selectPairs } from './pairs.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -25,6 +25,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '2' },
     connections: { type: 'string', default: '32' },
     only: { type: 'string' },
+    pair: { type: 'string' },
     json: { type: 'boolean' },
   },
 })
@@ -52,7 +53,7 @@ async function load(url) {
 let node = process.version
 
 const results = []
-for (const pair of selectPairs(values.only)) {
+for (const pair of values.pair === undefined ? selectPairs(values.only) : [pairNamed(values.pair)]) {
   const { result, node: serverNode } = await comparePair(pair, { rounds, processes, load })
   node = serverNode
   results.push(result)

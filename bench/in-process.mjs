@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util'
 import { getHeapSpaceStatistics } from 'node:v8'
 import { contenders } from './apps.mjs'
 import { alternate } from './lib.mjs'
-import { PAIRS, selectPairs } from './pairs.mjs'
+import { pairNamed, selectPairs } from './pairs.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -133,11 +133,7 @@ const BYTE_PAIRS = [
   // For reference, not budgeted: what the contract's floor allocates.
   ["express: the contract's floor", "reference: express bare vs the contract's floor"],
   ["fastify: the contract's floor", "reference: fastify bare vs the contract's floor"],
-].map(([name, of]) => {
-  const pair = PAIRS.find((candidate) => candidate.name === of)
-  if (pair === undefined) throw new Error(`bench/pairs.mjs has no pair named ${of}`)
-  return { ...pair, name }
-})
+].map(([name, of]) => ({ ...pairNamed(of), name }))
 const newSpaceUsed = () => getHeapSpaceStatistics().find((space) => space.space_name === 'new_space').space_used_size
 
 /** Bytes allocated per request: the median of 9 windows of 4 batches that no scavenge interrupted. */
@@ -187,9 +183,7 @@ if (values.bytes) {
 
 if (values.pair !== undefined) {
   // A child of the run below: one pair, its result on stdout.
-  const pair = PAIRS.find((candidate) => candidate.name === values.pair)
-  if (pair === undefined) throw new Error(`unknown pair: ${values.pair}`)
-  process.stdout.write(`${JSON.stringify(await measurePair(pair))}\n`)
+  process.stdout.write(`${JSON.stringify(await measurePair(pairNamed(values.pair)))}\n`)
   process.exit(0)
 }
 

@@ -140,3 +140,10 @@ export const PAIRS = [
 export function selectPairs(only) {
   return PAIRS.filter((pair) => (only === undefined ? pair.onDemand !== true : pair.name.includes(only)))
 }
+
+/** The pair named `name` exactly. */
+export function pairNamed(name) {
+  const pair = PAIRS.find((candidate) => candidate.name === name)
+  if (pair === undefined) throw new Error(`bench/pairs.mjs has no pair named ${name}`)
+  return pair
+}

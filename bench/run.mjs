@@ -13,6 +13,9 @@
 //                                   it into BENCHMARKS.md
 //   pnpm bench -- --in-process      only the HTTP pairs without sockets (bench/in-process.mjs), on
 //                                   Node 22, 24 and 26, spliced into BENCHMARKS.md
+//   pnpm bench -- --versus REV      only this checkout against commit REV on the pairs that have
+//                                   targets (bench/versus.mjs): without sockets on Node 22, 24
+//                                   and 26, over sockets on 24; spliced into BENCHMARKS.md
 //   pnpm bench -- --proxies         also the rolling-restart and retry scenarios through nginx and
 //                                   haproxy (bench/proxies.mjs; installs them with apt-get if missing)
 import { execFileSync, spawnSync } from 'node:child_process'
@@ -25,6 +28,7 @@ import { inProcessSection } from './in-process-report.mjs'
 import { overloadSection } from './overload-report.mjs'
 import { proxiesSection } from './proxies.mjs'
 import { threadsSection } from './threads-report.mjs'
+import { versusSection } from './versus-report.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 // `pnpm bench -- --profile`: pnpm 10 passes the `--` on; it is not an argument of ours.
@@ -40,6 +44,7 @@ const { values } = parseArgs({
     proxies: { type: 'boolean' },
     profile: { type: 'boolean' },
     'in-process': { type: 'boolean' },
+    versus: { type: 'string' },
   },
 })
 
@@ -143,6 +148,23 @@ if (values['in-process']) {
   process.exit(0)
 }
 
+// This checkout against an earlier commit keeps its own results file too, and `--versus` replaces
+// its section in place.
+const versusFile = `${root}bench/results/versus.json`
+if (values.versus !== undefined) {
+  const versus = {
+    when: new Date().toISOString().slice(0, 10),
+    inProcess: ['22', '24', '26'].map((line) => runJson('versus.mjs', [values.versus], line)),
+    sockets: runJson('versus.mjs', [values.versus, '--sockets']),
+  }
+  mkdirSync(`${root}bench/results`, { recursive: true })
+  writeFileSync(versusFile, JSON.stringify(versus, null, 2))
+  const section = versusSection(versus)
+  spliceSection('Against an earlier commit', section)
+  console.log(section)
+  process.exit(0)
+}
+
 const quick = values.quick === true
 const resultsFile = `${root}bench/results/latest.json`
 // Every figure of a run, kept in bench/results/latest.json so that --report-only can rewrite the
@@ -205,6 +227,7 @@ function keptSection(file, heading, render) {
 const proxiesText = keptSection(proxiesFile, 'Behind nginx and haproxy', (r) => `${proxiesSection(r)}\n`)
 const profileText = keptSection(profileFile, "Where a request's CPU goes", profileSection)
 const inProcessText = keptSection(inProcessFile, 'Without sockets', inProcessSection)
+const versusText = keptSection(versusFile, 'Against an earlier commit', versusSection)
 
 /** Where a request's CPU goes: the busiest functions of tether's own code, from bench/profile.mjs. */
 function profileSection({ node, when: taken, hello, fanOut }) {
@@ -447,7 +470,7 @@ server process.
 ${soakTable.join('\n')}
 `
 }
-${proxiesText}${profileText}${inProcessText}## Reading the results
+${proxiesText}${profileText}${inProcessText}${versusText}## Reading the results
 
 - Over HTTP/2, tether reads nothing per stream beyond what it reads per HTTP/1.1 request: the
   sessions' own lists of open streams are walked only by \`shutdown()\` and the hardening checker.

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage, createHook } from 'node:async_hooks'
 import { getEventListeners } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, expect, it, vi } from 'vitest'
@@ -314,6 +315,55 @@ describe('run() and currentScope()', () => {
     const scope = createScope()
     expect(scope.run(() => 42)).toBe(42)
     await expect(scope.run(async () => 'async')).resolves.toBe('async')
+  })
+
+  // On Node 24 and later, run() enters through an AsyncResource that puts the caller's context back
+  // itself (see runInScope): the caller's other storages must come through, both ways.
+  it("keeps the caller's other AsyncLocalStorage values inside, in continuations, and after it returns or throws", async () => {
+    const other = new AsyncLocalStorage<string>()
+    const scope = createScope()
+    const seen: Array<[unknown, unknown]> = []
+    await other.run('caller', async () => {
+      const pending = scope.run(async () => {
+        seen.push([currentScope(), other.getStore()])
+        await sleep(1)
+        seen.push([currentScope(), other.getStore()])
+        other.enterWith('changed inside') // stays inside: the caller's context is put back
+      })
+      seen.push([currentScope(), other.getStore()])
+      await pending
+      seen.push([currentScope(), other.getStore()])
+      expect(() =>
+        scope.run(() => {
+          throw new Error('thrown inside')
+        }),
+      ).toThrow('thrown inside')
+      seen.push([currentScope(), other.getStore()])
+    })
+    expect(seen).toEqual([
+      [scope, 'caller'],
+      [undefined, 'caller'],
+      [scope, 'caller'],
+      [undefined, 'caller'],
+      [undefined, 'caller'],
+    ])
+  })
+
+  it('is seen by async_hooks as one tether.scope resource per entry on Node 24 and later, none on 22', () => {
+    const types: string[] = []
+    const hook = createHook({
+      init(_id, type) {
+        if (type === 'tether.scope') types.push(type)
+      },
+    }).enable()
+    const outer = createScope()
+    try {
+      outer.run(() => outer.run(() => outer.child().run(() => undefined)))
+    } finally {
+      hook.disable()
+    }
+    // The nested run of the scope already current enters nothing.
+    expect(types).toHaveLength(Number(process.versions.node.split('.')[0]) >= 24 ? 2 : 0)
   })
 })
 

@@ -1,4 +1,4 @@
-import { readScopeOptions, type ScopeOptions, storage } from './create-scope.js'
+import { readScopeOptions, runInScope, type ScopeOptions } from './create-scope.js'
 import { deadlineChannel } from './diagnostics.js'
 import { LazyReason, makeCanceled, makeDeadlineExceeded, reasonValue } from './lazy-reason.js'
 import { defaultPolicy, type RequestInfo, scopeEnded, type TaskKind, TrackedTask } from './registry.js'
@@ -157,7 +157,7 @@ export class Scope implements Timed, AbortSubscriber {
    * @returns what `fn` returns
    */
   run<T>(fn: () => T): T {
-    return storage.run(this, fn)
+    return runInScope(this, fn)
   }
 
   /**
