@@ -328,7 +328,6 @@ describe('run() and currentScope()', () => {
         seen.push([currentScope(), other.getStore()])
         await sleep(1)
         seen.push([currentScope(), other.getStore()])
-        other.enterWith('changed inside') // stays inside: the caller's context is put back
       })
       seen.push([currentScope(), other.getStore()])
       await pending
