@@ -79,6 +79,18 @@ function spliceSection(heading, section) {
 }
 
 /**
+ * Keeps the results of a part of the report that runs on its own in its results file, and puts
+ * its section in place in BENCHMARKS.md; returns the section.
+ */
+function keepSection(file, results, heading, render) {
+  mkdirSync(`${root}bench/results`, { recursive: true })
+  writeFileSync(file, JSON.stringify(results, null, 2))
+  const section = render(results)
+  spliceSection(heading, section)
+  return section
+}
+
+/**
  * A profile's share of samples as a share of the samples in which the server was busy, in percent:
  * a run that kept the server busier has more samples to share out, so only these compare.
  */
@@ -115,9 +127,7 @@ if (values.profile) {
     'fastify + tether',
   ])
   const profile = { node: process.version, when: new Date().toISOString().slice(0, 10), hello, fanOut }
-  mkdirSync(`${root}bench/results`, { recursive: true })
-  writeFileSync(profileFile, JSON.stringify(profile, null, 2))
-  spliceSection("Where a request's CPU goes", profileSection(profile))
+  keepSection(profileFile, profile, "Where a request's CPU goes", profileSection)
   for (const [name, result] of [
     ...Object.entries(hello),
     ...Object.entries(fanOut).map(([n, r]) => [`${n} /fanout`, r]),
@@ -140,11 +150,7 @@ if (values['in-process']) {
     bytes: runJson('in-process.mjs', ['--bytes'], line).results,
     when,
   }))
-  mkdirSync(`${root}bench/results`, { recursive: true })
-  writeFileSync(inProcessFile, JSON.stringify(lines, null, 2))
-  const section = inProcessSection(lines)
-  spliceSection('Without sockets', section)
-  console.log(section)
+  console.log(keepSection(inProcessFile, lines, 'Without sockets', inProcessSection))
   process.exit(0)
 }
 
@@ -158,11 +164,7 @@ if (values.versus !== undefined) {
     // Over sockets a run is a server process of 4 rounds: 2 runs a build keep this to ten minutes.
     sockets: runJson('versus.mjs', [values.versus, '--sockets', '--runs', '2']),
   }
-  mkdirSync(`${root}bench/results`, { recursive: true })
-  writeFileSync(versusFile, JSON.stringify(versus, null, 2))
-  const section = versusSection(versus)
-  spliceSection('Against an earlier commit', section)
-  console.log(section)
+  console.log(keepSection(versusFile, versus, 'Against an earlier commit', versusSection))
   process.exit(0)
 }
 
