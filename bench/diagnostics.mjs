@@ -3,7 +3,7 @@
 // adapters do per request, without the framework or the socket) timed
 //
 //   - with no subscriber, against the same lifecycle in the last version without the channels
-//     (--before, built from git into .cache/), loaded side by side in this process;
+//     (--before, built from git by bench/lib.mjs's buildAt()), loaded side by side in this process;
 //   - with a no-op subscriber on every channel, against none.
 //
 // Contenders alternate within each round; reported: medians over rounds of the CPU time per
@@ -11,16 +11,12 @@
 //
 //   node bench/diagnostics.mjs [--rounds 15] [--before <git ref>] [--json]
 import { AsyncResource } from 'node:async_hooks'
-import { execFileSync } from 'node:child_process'
 import diagnostics from 'node:diagnostics_channel'
-import { existsSync, mkdirSync, rmSync, symlinkSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { alternate } from './lib.mjs'
+import { alternate, buildAt } from './lib.mjs'
 
-const root = fileURLToPath(new URL('..', import.meta.url))
 const require = createRequire(import.meta.url)
 const { values } = parseArgs({
   options: {
@@ -33,25 +29,8 @@ const { values } = parseArgs({
 const rounds = Number(values.rounds)
 const ITERATIONS = 100_000
 
-/** Builds @tether/core as it was at `ref` into .cache/bench-before/<ref> (once) and loads it. */
-function coreAt(ref) {
-  const dir = join(root, '.cache', 'bench-before', ref)
-  const dist = join(dir, 'packages', 'core', 'dist', 'index.js')
-  if (!existsSync(dist)) {
-    rmSync(dir, { recursive: true, force: true })
-    mkdirSync(dir, { recursive: true })
-    const files = ['tsconfig.base.json', 'packages/core/tsconfig.json', 'packages/core/src']
-    const archive = execFileSync('git', ['archive', ref, ...files], { cwd: root, maxBuffer: 64 * 1024 * 1024 })
-    execFileSync('tar', ['-x', '-C', dir], { input: archive })
-    // Its dependencies (undici's types) are the workspace's.
-    symlinkSync(join(root, 'packages', 'core', 'node_modules'), join(dir, 'packages', 'core', 'node_modules'))
-    execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'packages/core/tsconfig.json'], {
-      cwd: dir,
-      stdio: 'inherit',
-    })
-  }
-  return require(dist)
-}
+/** @tether/core as it was at `ref` (built once, see buildAt). */
+const coreAt = (ref) => require(join(buildAt(ref).dir, 'packages', 'core', 'dist', 'index.js'))
 
 const now = require('@tether/core')
 let before

@@ -1,7 +1,12 @@
 // What the benchmark scripts share: core pinning, medians, and a server child process spoken to
 // over IPC (one question, one answer, in order).
 import { execFileSync, spawn } from 'node:child_process'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
 
 /** Whether `command` is on PATH. */
 export function has(command) {
@@ -196,4 +201,26 @@ export async function comparePair(pair, { rounds, processes, load }) {
     server.stop()
   }
   return { result: summarize(pair, parts), node }
+}
+
+/**
+ * A checkout of tether at `ref`, installed with that commit's package manager and built: made once
+ * per commit in the system's temporary folder (a git worktree), then reused. For comparing this
+ * checkout with an earlier commit (bench/versus.mjs, bench/diagnostics.mjs).
+ */
+export function buildAt(ref) {
+  const git = (...args) => execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim()
+  const sha = git('rev-parse', '--verify', `${ref}^{commit}`)
+  const dir = join(tmpdir(), `tether-build-${sha.slice(0, 12)}`)
+  if (existsSync(join(dir, 'packages', 'fastify', 'dist', 'index.js'))) return { sha, dir }
+  rmSync(dir, { recursive: true, force: true })
+  git('worktree', 'prune')
+  git('worktree', 'add', '--detach', dir, sha)
+  const { packageManager = 'pnpm' } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))
+  // Its output goes to stderr: stdout carries the calling script's answer.
+  const pnpm = (...args) => execFileSync('npx', ['-y', packageManager, ...args], { cwd: dir, stdio: ['ignore', 2, 2] })
+  console.error(`> building ${ref} (${sha.slice(0, 12)}) in ${dir}`)
+  pnpm('install', '--frozen-lockfile', '--prefer-offline')
+  pnpm('-r', '--filter', './packages/*', 'build')
+  return { sha, dir }
 }

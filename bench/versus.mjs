@@ -16,12 +16,9 @@
 // run), as BENCHMARKS.md's main table does: about 20 s a run. The build of REV is made once, in a
 // git worktree in the system's temporary folder, with the package manager of that commit.
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { median } from './lib.mjs'
+import { buildAt, median } from './lib.mjs'
 import { PAIRS } from './pairs.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -38,27 +35,6 @@ const runs = Number(values.runs)
 if (!Number.isInteger(runs) || runs < 1) throw new RangeError(`--runs must be a whole number ≥ 1, got ${values.runs}`)
 if (positionals.length !== 1)
   throw new TypeError('usage: node bench/versus.mjs REV [--runs 3] [--only NAME] [--sockets]')
-
-/**
- * A checkout of tether at `ref`, installed and built: made once per commit in the system's
- * temporary folder (a git worktree), then reused.
- */
-function buildAt(ref) {
-  const git = (...args) => execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim()
-  const sha = git('rev-parse', '--verify', `${ref}^{commit}`)
-  const dir = join(tmpdir(), `tether-build-${sha.slice(0, 12)}`)
-  if (existsSync(join(dir, 'packages', 'fastify', 'dist', 'index.js'))) return { sha, dir }
-  rmSync(dir, { recursive: true, force: true })
-  git('worktree', 'prune')
-  git('worktree', 'add', '--detach', dir, sha)
-  const { packageManager = 'pnpm' } = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))
-  // Its output goes to stderr: stdout is this script's answer.
-  const pnpm = (...args) => execFileSync('npx', ['-y', packageManager, ...args], { cwd: dir, stdio: ['ignore', 2, 2] })
-  console.error(`> building ${ref} (${sha.slice(0, 12)}) in ${dir}`)
-  pnpm('install', '--frozen-lockfile', '--prefer-offline')
-  pnpm('-r', '--filter', './packages/*', 'build')
-  return { sha, dir }
-}
 
 /**
  * One run of one pair with one build (`dir`, or this checkout's when undefined): its ratios, one
