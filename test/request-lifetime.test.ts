@@ -1,6 +1,7 @@
 import http from 'node:http'
 import { Socket } from 'node:net'
 import { CanceledError, createTether, inspect } from '@tether/core'
+import { scopeOfResponse } from '@tether/core/adapter'
 import { assertNoLingering } from '@tether/core/testing'
 import { afterEach, describe, expect, it } from 'vitest'
 import { emptyListsArmed } from '../packages/core/src/primitives/timers.js'
@@ -158,4 +159,39 @@ describe('createTether().attach() on a request built by hand', () => {
     expect(scope.signal.reason).toBeInstanceOf(CanceledError)
     expect(inspect().inflight).toHaveLength(0)
   })
+
+  it.each([
+    ["Node's own", (res: http.ServerResponse) => res],
+    // What Express does to every response: Object.setPrototypeOf(res, app.response).
+    [
+      'a replaced',
+      (res: http.ServerResponse) => Object.setPrototypeOf(res, Object.create(http.ServerResponse.prototype)),
+    ],
+  ])(
+    'finds the request of a response with %s prototype, also once it has closed, and binds it once',
+    (prototype, adapt) => {
+      const req = new http.IncomingMessage(new Socket())
+      req.method = 'GET'
+      const res = adapt(new http.ServerResponse(req)) as http.ServerResponse
+      const before = inspect().counters.requests
+      const binding = createTether({ logger: false })
+      expect(scopeOfResponse(res)).toBeUndefined()
+      const scope = binding.attach(req, res)
+      expect(scopeOfResponse(res)).toBe(scope)
+      expect(binding.attach(req, res)).toBe(scope) // a second binding joins the first
+      res.emit('close')
+      expect(inspect().inflight).toHaveLength(0)
+      // Work that outlived the request still finds its scope, aborted; binding it again adds nothing.
+      expect(scopeOfResponse(res)).toBe(scope)
+      expect(binding.attach(req, res)).toBe(scope)
+      expect(scope.signal.aborted).toBe(true)
+      res.emit('close')
+      expect(inspect().inflight).toHaveLength(0)
+      expect(inspect().counters.requests - before).toBe(1)
+      // Where the record is kept (see response-record.ts): on Node 22's V8, a response whose
+      // prototype was replaced keeps it in a WeakMap instead of a property that costs 1.5 µs to add.
+      const inWeakMap = Number(process.versions.v8.split('.')[0]) < 13 && prototype === 'a replaced'
+      expect(Object.getOwnPropertySymbols(res).includes(Symbol.for('tether.request'))).toBe(!inWeakMap)
+    },
+  )
 })

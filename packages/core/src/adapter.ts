@@ -9,5 +9,12 @@
  * @packageDocumentation
  */
 
-export { exemptFromConcurrency, routeConcurrency, routeTimeout, Tether, type TetherAdapter } from './request/index.js'
+export {
+  exemptFromConcurrency,
+  routeConcurrency,
+  routeTimeout,
+  scopeOfResponse,
+  Tether,
+  type TetherAdapter,
+} from './request/index.js'
 export { resolveHardening, resolveShutdown, shutdownBeforeFrameworkClose, swallowLateWrites } from './server/index.js'

@@ -1,7 +1,18 @@
+import http from 'node:http'
 import { createRequire } from 'node:module'
+import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { all, createPool, currentScope, inspect, isCanceled, isDeadlineExceeded, TaskGroup } from '@tether/core'
-import express, { type Express, type Response } from 'express'
+import {
+  all,
+  createPool,
+  createScope,
+  currentScope,
+  inspect,
+  isCanceled,
+  isDeadlineExceeded,
+  TaskGroup,
+} from '@tether/core'
+import express, { type Express, type Request, type Response } from 'express'
 import request from 'supertest'
 import { describe, expect, it } from 'vitest'
 import { type TetherExpressOptions, tether, timeout } from '../src/index.js'
@@ -142,6 +153,76 @@ describe('tether() for Express', () => {
     for (let i = 0; i < 20; i++) await agent.get('/').expect(200)
     expect(timers()).toBeLessThanOrEqual(baseline)
     expect(inspect().inflight).toEqual([])
+  })
+})
+
+describe('req.scope', () => {
+  it('is read from the response the request is bound to, not set on each request, and still reads the scope once the response has closed', async () => {
+    let seen: Request | undefined
+    const app = appWith(undefined, (app) => {
+      app.get('/', (req, res) => {
+        seen = req
+        res.json({ own: Object.hasOwn(req, 'scope'), listed: Object.keys(req).includes('scope') })
+      })
+    })
+    const response = await request(app).get('/').expect(200)
+    expect(response.body).toEqual({ own: false, listed: false })
+    const scope = seen?.scope
+    for (let i = 0; i < 100 && scope?.signal.aborted !== true; i++) await sleep(10)
+    expect(scope?.signal.aborted).toBe(true)
+    expect(isCanceled(scope?.signal.reason)).toBe(true)
+    expect(seen?.scope).toBe(scope)
+  })
+
+  it('is the same in a sub-app without tether() of its own, and undefined in an app without tether()', async () => {
+    const sub = express()
+    sub.get('/x', (req, res) => {
+      res.json({ bound: req.scope !== undefined, same: currentScope() === req.scope })
+    })
+    const app = appWith(undefined, (app) => {
+      app.use('/sub', sub)
+    })
+    expect((await request(app).get('/sub/x').expect(200)).body).toEqual({ bound: true, same: true })
+    const plain = express()
+    plain.get('/', (req, res) => {
+      res.json({ bound: req.scope !== undefined })
+    })
+    expect((await request(plain).get('/').expect(200)).body).toEqual({ bound: false })
+  })
+
+  it('can be assigned, for that request only', async () => {
+    const replacement = createScope()
+    const app = appWith(undefined, (app) => {
+      app.get('/replaced', (req, res) => {
+        req.scope = replacement
+        res.json({ replaced: req.scope === replacement, own: Object.hasOwn(req, 'scope') })
+      })
+      app.get('/', (req, res) => {
+        res.json({ replaced: req.scope === replacement, same: currentScope() === req.scope })
+      })
+    })
+    expect((await request(app).get('/replaced').expect(200)).body).toEqual({ replaced: true, own: true })
+    expect((await request(app).get('/').expect(200)).body).toEqual({ replaced: false, same: true })
+    replacement.cancel()
+  })
+
+  it('is set on a request Express did not make (the middleware called from node:http)', async () => {
+    const middleware = tether({ logger: false })
+    const server = http.createServer((req, res) => {
+      middleware(req as Request, res as Response, () => {
+        const scope = (req as Request).scope
+        res.end(JSON.stringify({ own: Object.hasOwn(req, 'scope'), same: currentScope() === scope }))
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = server.address() as AddressInfo
+      const response = await fetch(`http://127.0.0.1:${port}/`)
+      expect(await response.json()).toEqual({ own: true, same: true })
+    } finally {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    }
   })
 })
 

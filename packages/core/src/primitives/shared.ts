@@ -24,11 +24,13 @@
 /**
  * The version of the protocol between copies. 2: the HTTP/2 session fields joined it (a session
  * tracked by one copy is checked and shut down by another); the timer-list links left it (no other
- * copy ever read them).
+ * copy ever read them). 3: a request's record stays with its response once closed (it was removed),
+ * and on Node 22 a response whose prototype was replaced keeps it in a shared WeakMap
+ * (request/response-record.ts).
  *
  * @internal
  */
-export const PROTOCOL = 2
+export const PROTOCOL = 3
 
 /** The shared value under `Symbol.for(key)`, made by the first copy that asks. @internal */
 export function shared<T>(key: string, make: () => T): T {

@@ -19,8 +19,9 @@ import { type Answer, adoptConnection, type HttpRequest, type HttpResponse } fro
 import { type Concurrency, checkConcurrency, RequestLimiter } from './concurrency.js'
 import { DEFAULT_DEADLINE_HEADER, parseBudget } from './deadline-header.js'
 import { requestStartChannel } from './request-diagnostics.js'
+import { keepRecord, recordOf } from './response-record.js'
 import { resolveTrustHeaders, TETHER_OPTIONS, type TetherAdapter, type TetherOptions } from './tether-options.js'
-import { kRecord, onResponseClose, TetheredRequest, type TetheredResponse } from './tethered-request.js'
+import { onResponseClose, TetheredRequest } from './tethered-request.js'
 
 const processWarnings: Logger = {
   warn(_object, message) {
@@ -136,10 +137,9 @@ export class Tether {
    * ```
    */
   attach(req: HttpRequest, res: HttpResponse, source?: unknown): Scope {
-    const response = res as TetheredResponse
     // Attached already (a sub-app with its own tether(), tether mounted twice, or another copy of
     // the package): the first binding owns the request; this one can only tighten its deadline.
-    const existing = response[kRecord]
+    const existing = recordOf(res)
     if (existing !== undefined) {
       // A binding of an older copy read only its one header, which it also sent.
       const readAlready =
@@ -152,12 +152,12 @@ export class Tether {
     const startedAt = Date.now()
     const deadline = this.#deadline(req, startedAt)
     const server = adoptConnection(req, res)
-    const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, response, source)
+    const record = new TetheredRequest(this, req.method ?? 'GET', startedAt, server, res, source)
     const scope = Scope.create(undefined, deadline, undefined, record, startedAt)
     record.scope = scope
     addInflight(record)
-    response[kRecord] = record
-    response.on('close', onResponseClose)
+    keepRecord(res, record)
+    res.on('close', onResponseClose)
     if (requestStartChannel.hasSubscribers) {
       requestStartChannel.publish({
         scope,
@@ -194,7 +194,7 @@ export class Tether {
    * ```
    */
   admit(res: HttpResponse, start: () => void): void {
-    const record = (res as TetheredResponse)[kRecord]
+    const record = recordOf(res)
     if (record === undefined) {
       start()
       return

@@ -26,16 +26,8 @@ import {
   streamOf,
 } from '../server/index.js'
 import { type RequestEndReason, requestEndChannel } from './request-diagnostics.js'
+import { recordOf } from './response-record.js'
 import type { Tether } from './tether.js'
-
-/**
- * @internal The request's record on its response. Shared: a request reaching bindings of two copies
- * (an app and a sub-app whose adapters resolved different copies, or an app's own `createTether()`
- * beside an adapter) is owned by the first, and the second only tightens its deadline.
- */
-export const kRecord = Symbol.for('tether.request')
-/** @internal */
-export type TetheredResponse = HttpResponse & { [kRecord]?: TetheredRequest | undefined }
 
 // How a request's scope ends, made only when read (see lazyReason) and then cheaply.
 const responseFinished = routineCancel('response finished')
@@ -49,7 +41,7 @@ export class TetheredRequest implements InflightEntry, AbortOwner {
   inflightPrev: InflightEntry | undefined = undefined
   inflightNext: InflightEntry | undefined = undefined
   /** The response, until it closes. */
-  res: TetheredResponse | undefined
+  res: HttpResponse | undefined
   /** The adapter's handle on the request, until the response closes. */
   source: unknown
   #route: string | undefined = undefined
@@ -67,7 +59,7 @@ export class TetheredRequest implements InflightEntry, AbortOwner {
     readonly method: string,
     readonly startedAt: number,
     readonly server: HttpServer | undefined,
-    res: TetheredResponse,
+    res: HttpResponse,
     source: unknown,
   ) {
     this.res = res
@@ -185,7 +177,7 @@ export class TetheredRequest implements InflightEntry, AbortOwner {
   }
 
   /** The response closed: the request is over, and its scope ends. */
-  close(res: TetheredResponse): void {
+  close(res: HttpResponse): void {
     removeInflight(this)
     const scope = this.scope
     if (!scope[kIsAborted]) {
@@ -209,9 +201,9 @@ export class TetheredRequest implements InflightEntry, AbortOwner {
 }
 
 /** @internal */
-export function onResponseClose(this: TetheredResponse): void {
-  const record = this[kRecord]
-  if (record === undefined) return
-  this[kRecord] = undefined
+export function onResponseClose(this: HttpResponse): void {
+  const record = recordOf(this)
+  // Closed already: the record stays with its response once closed (see response-record.ts).
+  if (record === undefined || record.res === undefined) return
   record.close(this)
 }
