@@ -32,22 +32,28 @@ const reparentedRecords =
     ? shared('tether.reparentedRecords', () => new WeakMap<HttpResponse, TetheredRequest>())
     : undefined
 
-/** Whether Node made the response and nothing replaced its prototype since. */
-function isNodes(res: HttpResponse): boolean {
+/**
+ * The WeakMap that holds `res`'s record: on Node 22, for a response whose prototype was replaced
+ * since Node made it. `undefined` otherwise: the record is a property of the response.
+ */
+function weakMapFor(res: HttpResponse): WeakMap<HttpResponse, TetheredRequest> | undefined {
+  if (reparentedRecords === undefined) return undefined
   const prototype = Object.getPrototypeOf(res)
-  return prototype === ServerResponse.prototype || prototype === Http2ServerResponse.prototype
+  if (prototype === ServerResponse.prototype || prototype === Http2ServerResponse.prototype) return undefined
+  return reparentedRecords
 }
 
 /** @internal The record of the request `res` answers, if a binding attached it. */
 export function recordOf(res: HttpResponse): TetheredRequest | undefined {
-  if (reparentedRecords !== undefined && !isNodes(res)) return reparentedRecords.get(res)
-  return (res as RecordedResponse)[kRecord]
+  const map = weakMapFor(res)
+  return map === undefined ? (res as RecordedResponse)[kRecord] : map.get(res)
 }
 
 /** @internal Makes `record` the one {@link recordOf} finds for `res`. */
 export function keepRecord(res: HttpResponse, record: TetheredRequest): void {
-  if (reparentedRecords !== undefined && !isNodes(res)) reparentedRecords.set(res, record)
-  else (res as RecordedResponse)[kRecord] = record
+  const map = weakMapFor(res)
+  if (map === undefined) (res as RecordedResponse)[kRecord] = record
+  else map.set(res, record)
 }
 
 /**
