@@ -40,18 +40,39 @@ const { all, tetherExpress, tetherFastify } = build
 const floorStorage = new AsyncLocalStorage()
 const floorStore = {}
 const ignore = () => {}
-function enterFloor(next) {
-  floorStorage.enterWith(floorStore)
-  next()
+function enterAndCall(storage, store, fn, first, second) {
+  storage.enterWith(store)
+  return fn(first, second)
 }
 const runInFloor =
   Number(process.versions.node.split('.')[0]) >= 24
-    ? (next) => new AsyncResource('floor').runInAsyncScope(enterFloor, undefined, next)
-    : (next) => floorStorage.run(floorStore, next)
+    ? (storage, store, fn, first, second) =>
+        new AsyncResource('floor').runInAsyncScope(enterAndCall, undefined, storage, store, fn, first, second)
+    : (storage, store, fn, first, second) => storage.run(store, fn, first, second)
 
 // The fan-out route: all() in the tether apps; Promise.all in the bare ones and in the tether apps
 // marked `promiseAll`, which isolate what all() itself costs beside the middleware.
 const fanOut = (useAll) => (useAll ? all(three) : Promise.all(three.map((t) => t())))
+
+// The fan-out's floor, for the floor apps: the least any fan-out under the contract does beside
+// Promise.all. Each task receives a signal (an AbortController per fan-out), runs in a context of
+// the fan-out's own (one AsyncLocalStorage entry for all of them), and the signal aborts once they
+// have settled, so that whatever a task left holding it is told to stop.
+const fanOutStorage = new AsyncLocalStorage()
+const fanOutDone = new Error('fan-out finished')
+function startEach(tasks, signal) {
+  const started = new Array(tasks.length)
+  for (let index = 0; index < tasks.length; index++) started[index] = tasks[index](signal)
+  return started
+}
+function fanOutFloor(tasks) {
+  const controller = new AbortController()
+  const started = runInFloor(fanOutStorage, controller, startEach, tasks, controller.signal)
+  return Promise.all(started).then((values) => {
+    controller.abort(fanOutDone)
+    return values
+  })
+}
 
 // The same statement run per request by one function 200 times, or by 200 copies of it once each
 // (the footprint pairs of pairs.mjs). The copies are compiled from source so that each is code of
@@ -83,14 +104,14 @@ function expressApp(kind, promiseAll = false) {
   if (kind === 'floor') {
     app.use((_req, res, next) => {
       res.on('close', ignore)
-      runInFloor(next)
+      runInFloor(floorStorage, floorStore, next)
     })
   }
   app.get('/', (_req, res) => {
     res.json(hello)
   })
   app.get('/fanout', async (_req, res) => {
-    res.json(await fanOut(kind === 'tether' && !promiseAll))
+    res.json(await (kind === 'floor' ? fanOutFloor(three) : fanOut(kind === 'tether' && !promiseAll)))
   })
   return app
 }
@@ -103,11 +124,11 @@ async function fastifyApp(kind, http2 = false, promiseAll = false, extra = undef
     app.addHook('onRequest', (_request, reply, done) => {
       reply.raw.on('close', ignore)
       if (extra !== undefined) runEach(extra)
-      runInFloor(done)
+      runInFloor(floorStorage, floorStore, done)
     })
   }
   app.get('/', async () => hello)
-  app.get('/fanout', async () => fanOut(kind === 'tether' && !promiseAll))
+  app.get('/fanout', async () => (kind === 'floor' ? fanOutFloor(three) : fanOut(kind === 'tether' && !promiseAll)))
   return app
 }
 
@@ -121,7 +142,7 @@ export const contenders = {
   // What any per-request middleware or hook costs: one that does nothing.
   'express + a no-op middleware': () => expressApp('noop'),
   // The least any integration of tether's contract does per request: enter AsyncLocalStorage for
-  // the handler and listen for the response's close.
+  // the handler and listen for the response's close; on /fanout, the fan-out's floor besides.
   "express + the contract's floor": () => expressApp('floor'),
   'express + tether, Promise.all': () => expressApp('tether', true),
   'fastify bare': () => fastifyApp('bare'),

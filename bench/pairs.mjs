@@ -103,6 +103,34 @@ export const PAIRS = [
     candidate: 'fastify + tether',
     path: '/fanout',
   },
+  // The fan-out's floor (bench/apps.mjs): the request's floor and, in the handler, Promise.all
+  // with what the fan-out contract adds to it (a signal for the tasks, an AsyncLocalStorage entry
+  // for them, the signal aborted at the end). The first pair is the least the fan-out targets'
+  // candidate could cost; the second, what all() and the middleware add beyond it.
+  {
+    name: "reference: express fan-out, Promise.all vs the contract's floor",
+    baseline: 'express bare',
+    candidate: "express + the contract's floor",
+    path: '/fanout',
+  },
+  {
+    name: "reference: express fan-out, the contract's floor vs all()",
+    baseline: "express + the contract's floor",
+    candidate: 'express + tether',
+    path: '/fanout',
+  },
+  {
+    name: "reference: fastify fan-out, Promise.all vs the contract's floor",
+    baseline: 'fastify bare',
+    candidate: "fastify + the contract's floor",
+    path: '/fanout',
+  },
+  {
+    name: "reference: fastify fan-out, the contract's floor vs all()",
+    baseline: "fastify + the contract's floor",
+    candidate: 'fastify + tether',
+    path: '/fanout',
+  },
   // On demand (`--only footprint`): why the figures without sockets understate what tether costs
   // over them. The first two run the same statement per request beside the contract's floor: 200
   // calls of one small function, or one call each of 200 copies of it (about 40 KB of machine code,
