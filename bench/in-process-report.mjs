@@ -14,8 +14,9 @@ function bytesPart(lines) {
   })
   return `
 Heap bytes each request allocates, counted rather than timed (\`node bench/in-process.mjs --bytes\`:
-the same requests, V8 on one thread, the growth of its young generation over windows no scavenge
-interrupted; two runs agree to within a few bytes, Express on Node 24 to within 200).
+the same requests, V8 on one thread, each app warmed up and served through a turn of Node's cached
+Date header before anything is counted, then the growth of its young generation over windows no
+scavenge interrupted; runs agree to within a dozen bytes).
 \`test/hot-path.test.ts\` holds tether's share to a budget per Node line, so an object or closure
 added per request fails in CI.
 
